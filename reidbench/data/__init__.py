@@ -1,0 +1,1 @@
+"""Transforms, samplers and loaders."""

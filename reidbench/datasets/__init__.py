@@ -1,0 +1,1 @@
+"""Dataset adapters. Importing this package registers every adapter in DATASETS."""

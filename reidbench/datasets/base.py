@@ -1,0 +1,129 @@
+"""Records and splits every dataset adapter returns (see DESIGN.md, "Data contracts")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from reidbench.errors import DatasetError
+
+JUNK_PID = -1  # Market-1501 junk images: dropped everywhere (torchreid semantics)
+DISTRACTOR_PID = 0  # Market-1501 background / distractor images: kept in the gallery
+
+
+@dataclass(frozen=True)
+class KeypointSchema:
+    """Names of the K keypoints and the left/right pairs a horizontal flip swaps."""
+
+    names: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.names)
+
+    def flip_permutation(self) -> np.ndarray:
+        """Index array p such that flipped_keypoints = keypoints[p] after mirroring x."""
+        perm = np.arange(len(self.names))
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+
+# 10 body keypoints, written by the synthetic re-ID generator; left/right from the person's view.
+BODY_KEYPOINTS = KeypointSchema(
+    names=(
+        "head", "neck",
+        "right_shoulder", "left_shoulder",
+        "right_hand", "left_hand",
+        "right_hip", "left_hip",
+        "right_ankle", "left_ankle",
+    ),
+    flip_pairs=((2, 3), (4, 5), (6, 7), (8, 9)),
+)
+
+# The 5 ArcFace landmarks, in insightface's order.
+FACE_KEYPOINTS = KeypointSchema(
+    names=("left_eye", "right_eye", "nose", "left_mouth", "right_mouth"),
+    flip_pairs=((0, 1), (3, 4)),
+)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image: its path, identity, camera and optional (K, 2) keypoints in [0, 1].
+
+    ``pid`` is the dataset's identity (relabelled to 0..P-1 in a train split); ``camid`` is
+    0-indexed. ``keypoints`` are (x, y) normalised to the image as stored on disk.
+    """
+
+    path: str
+    pid: int
+    camid: int
+    keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ReidSplit:
+    """A re-ID dataset: a train split with relabelled pids, and query/gallery with raw pids."""
+
+    name: str
+    root: Path
+    train: list[ImageRecord]
+    query: list[ImageRecord]
+    gallery: list[ImageRecord]
+    keypoint_schema: KeypointSchema | None = None
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({r.pid for r in self.train})
+
+    @property
+    def num_train_cams(self) -> int:
+        return len({r.camid for r in self.train})
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Per split: number of images, identities and cameras."""
+        out = {}
+        for split in ("train", "query", "gallery"):
+            records: list[ImageRecord] = getattr(self, split)
+            out[split] = {
+                "images": len(records),
+                "ids": len({r.pid for r in records}),
+                "cams": len({r.camid for r in records}),
+            }
+        return out
+
+
+def require_dir(path: Path, what: str, expected_tree: str, how_to_get: str) -> Path:
+    """Return ``path`` if it is a directory, else raise a DatasetError that shows the expected tree."""
+    if not path.is_dir():
+        raise DatasetError(
+            f"{what} not found at {path}. Expected tree: {expected_tree}. {how_to_get}"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class VerificationSet:
+    """A face verification set: images plus pairs of image indices with same/different labels.
+
+    ``pairs`` is (P, 2) int64 indices into ``images``; ``labels`` is (P,) with 1 = same identity,
+    0 = different; ``folds`` is (P,) the 0-indexed fold of each pair (LFW: 10 folds).
+    ``images[i].pid`` indexes the identity in sorted-name order; ``identities[pid]`` is its name.
+    """
+
+    name: str
+    root: Path
+    images: list[ImageRecord]
+    identities: list[str]
+    pairs: np.ndarray
+    labels: np.ndarray
+    folds: np.ndarray
+    keypoint_schema: KeypointSchema | None = None
+
+    @property
+    def num_folds(self) -> int:
+        return int(self.folds.max()) + 1 if len(self.folds) else 0
