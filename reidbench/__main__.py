@@ -1,0 +1,5 @@
+import sys
+
+from reidbench.cli import main
+
+sys.exit(main())

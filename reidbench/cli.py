@@ -1,0 +1,177 @@
+"""Command line: parsing only; every command is a few lines calling the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from reidbench.errors import ReidbenchError
+
+log = logging.getLogger("reidbench")
+
+SYNTHETIC = ("synthetic-reid", "synthetic-faces")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of usage dumps."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _run_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="train a model on a dataset, evaluate it, record the run")
+    p.add_argument("--model", help="registered model name (default: ape)")
+    p.add_argument("--dataset", help="registered dataset name (default: synthetic-reid)")
+    p.add_argument("--data-root", help="data root (default: $REIDBENCH_DATA, else ./datasets)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", type=Path, help="YAML file merged over the presets")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--output", help="folder receiving <run-id>/ (default: results/runs)")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
+                   help="continue an interrupted run from its last checkpoint: a run folder or "
+                        "id, or nothing for the newest interrupted run of this model/dataset/seed")
+
+
+def _data_parser(sub: Any) -> None:
+    data = sub.add_parser("data", help="generate, preview and list datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    synth = dsub.add_parser("synth", help="generate an embedded synthetic dataset")
+    synth.add_argument("name", choices=SYNTHETIC)
+    synth.add_argument("--root", required=True, type=Path, help="output folder")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--ids", type=int, help="number of identities (default: generator's)")
+    prev = dsub.add_parser("preview", help="draw a grid of samples with their keypoints")
+    prev.add_argument("name")
+    prev.add_argument("--data-root", help="data root (default: $REIDBENCH_DATA, else ./datasets)")
+    prev.add_argument("--out", required=True, type=Path, help="PNG to write")
+    prev.add_argument("--split", default="train", choices=("train", "query", "gallery"),
+                      help="re-ID split to sample (verification sets show pairs' images)")
+    prev.add_argument("--num", type=int, default=32, help="number of samples")
+    prev.add_argument("--seed", type=int, default=0)
+    dsub.add_parser("list", help="list datasets and their expected trees")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="reidbench", description="Benchmark re-ID and face ViTs under misalignment.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _run_parser(sub)
+    _data_parser(sub)
+    lb = sub.add_parser("leaderboard", help="rebuild results/leaderboard.csv from run records")
+    lb.add_argument("--runs", type=Path, default=Path("results/runs"))
+    lb.add_argument("--out", type=Path, default=Path("results/leaderboard.csv"))
+    return parser
+
+
+def cmd_run(args: argparse.Namespace, progress: bool) -> int:
+    from reidbench.config import deep_merge, parse_override, resolve_config
+    from reidbench.engine.run import find_resume_dir, resume_config, run_experiment
+    from reidbench.registry import DATASETS, MODELS
+
+    flags: dict[str, Any] = {}
+    for section, key, value in [
+        ("data", "root", args.data_root), ("train", "epochs", args.epochs),
+        ("train", "batch_size", args.batch_size), ("train", "device", args.device),
+        ("train", "seed", args.seed),
+    ]:
+        if value is not None:
+            flags.setdefault(section, {})[key] = value
+    if args.output is not None:
+        flags["output"] = args.output
+    cfg = resolve_config(args.dataset, args.model, args.config, flags, args.overrides)
+    MODELS.get(cfg.model.name)
+    DATASETS.get(cfg.data.name)
+    run_dir, resume = None, args.resume is not None
+    if resume:
+        run_dir = find_resume_dir(cfg, args.resume or None)
+        explicit: dict[str, Any] = flags
+        for text in args.overrides:
+            explicit = deep_merge(explicit, parse_override(text))
+        cfg = resume_config(run_dir, explicit)
+    try:
+        run_dir, metrics = run_experiment(cfg, run_dir, resume=resume, progress=progress)
+    except KeyboardInterrupt:
+        log.error("interrupted; continue from the last checkpoint with: reidbench run --resume %s",
+                  run_dir or "(the run folder under results/runs)")
+        return 130
+    log.info("mAP %.4f  mINP %.4f  rank-1 %.4f  rank-5 %.4f  rank-10 %.4f  (%d valid queries)",
+             metrics["mAP"], metrics["mINP"], metrics["rank1"], metrics["rank5"],
+             metrics["rank10"], metrics["num_valid_queries"])
+    log.info("run record: %s", run_dir)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from reidbench.datasets.catalog import INFOS, build_dataset
+
+    if args.data_command == "list":
+        for info in INFOS.values():
+            sys.stdout.write(f"{info.name:16s} {info.kind:13s} {info.tree}\n{'':30s} source: {info.source}\n")
+        return 0
+    if args.data_command == "synth":
+        if args.name == "synthetic-reid":
+            from reidbench.datasets.synthetic_reid import generate_synthetic_reid as generate
+        else:
+            from reidbench.datasets.synthetic_faces import generate_synthetic_faces as generate
+        kwargs = {"seed": args.seed, **({"num_ids": args.ids} if args.ids else {})}
+        manifest = generate(args.root, **kwargs)
+        log.info("wrote %s to %s: %s", args.name, args.root, manifest.get("counts"))
+        return 0
+    from reidbench.config import DataConfig
+    from reidbench.datasets.base import ReidSplit
+    from reidbench.registry import DATASETS
+    from reidbench.reporting.preview import pick, preview_grid
+
+    DATASETS.get(args.name)
+    data = build_dataset(DataConfig(name=args.name, root=args.data_root))
+    if isinstance(data, ReidSplit):
+        records = pick(getattr(data, args.split), args.num, args.seed)
+        labels = None
+    else:
+        records = pick(data.images, args.num, args.seed)
+        labels = [data.identities[r.pid][:18] for r in records]
+    preview_grid(records, args.out, labels=labels)
+    log.info("wrote %s (%d samples of %s)", args.out, len(records), args.name)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from reidbench.reporting.leaderboard import rebuild_leaderboard
+
+    rows, skipped = rebuild_leaderboard(args.runs, args.out)
+    log.info("wrote %s and %s: %d runs (%d skipped)", args.out, args.out.with_suffix(".md"),
+             len(rows), len(skipped))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    progress = not args.quiet and sys.stderr.isatty()
+    import reidbench.datasets.catalog  # noqa: F401  (registers datasets)
+    import reidbench.losses  # noqa: F401  (registers losses)
+    import reidbench.models  # noqa: F401  (registers models)
+
+    try:
+        if args.command == "run":
+            return cmd_run(args, progress)
+        if args.command == "data":
+            return cmd_data(args)
+        return cmd_leaderboard(args)
+    except ReidbenchError as exc:
+        sys.stderr.write(f"reidbench: error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

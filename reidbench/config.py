@@ -1,0 +1,245 @@
+"""Frozen run configuration, filled from layered YAML files and ``--set a.b=v`` overrides.
+
+Layers, later wins: dataclass defaults < ``configs/base.yaml`` < ``configs/datasets/<dataset>.yaml``
+< ``configs/models/<model>.yaml`` < ``--config FILE.yaml`` < CLI flags < ``--set``. Only
+``build_*`` functions read a config; components take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reidbench.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "synthetic-reid"  # registered dataset name (`reidbench data list`)
+    root: str | None = None  # data root; None -> $REIDBENCH_DATA, else ./datasets
+    keypoints: str | None = None  # keypoint sidecar CSV replacing the dataset's own
+    height: int = 128  # model input height, pixels
+    width: int = 64  # model input width, pixels
+    num_instances: int = 4  # K of the P x K sampler (P = batch_size / K)
+    flip_prob: float = 0.5  # horizontal flip (keypoints mirrored, left/right swapped)
+    pad: int = 4  # random translation of up to +-pad pixels (pad-and-crop)
+    erase_prob: float = 0.0  # random erasing probability
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # normalisation mean (RGB)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)  # normalisation std (RGB)
+    num_workers: int = 0  # DataLoader workers; 0 decodes in the main process
+    cache_images: bool = True  # keep decoded images in memory after first use
+    synth_ids: int | None = None  # synthetic sets: number of identities (None = generator default)
+    synth_seed: int = 0  # synthetic sets: generator seed
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "ape"  # registered model name (`reidbench models`)
+    size: str = "nano"  # nano | tiny | small | base (width/depth/heads presets)
+    patch_size: int = 8  # square patch side, pixels
+    embed_dim: int | None = None  # overrides the size preset
+    depth: int | None = None  # overrides the size preset
+    num_heads: int | None = None  # overrides the size preset
+    mlp_ratio: float = 4.0  # MLP hidden width / embed_dim
+    drop_path: float = 0.0  # stochastic depth rate at the last block
+    ape: str = "learned"  # absolute embedding: learned | sincos
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    terms: tuple[str, ...] = ("ce", "triplet")  # loss names, summed with `weights`
+    weights: tuple[float, ...] = (1.0, 1.0)  # one weight per term
+    label_smoothing: float = 0.1  # cross-entropy label smoothing
+    margin: float = 0.3  # triplet margin; 0 selects the soft-margin form
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 12  # training epochs
+    batch_size: int = 64  # images per batch (P x K)
+    lr: float = 5e-4  # peak learning rate (AdamW)
+    weight_decay: float = 0.05  # AdamW weight decay (not on norms, biases, embeddings)
+    warmup_epochs: int = 1  # linear warm-up, then cosine decay
+    min_lr_ratio: float = 0.01  # final lr / peak lr
+    grad_clip: float | None = 5.0  # max global gradient norm; None disables
+    seed: int = 0  # seeds model init, sampler and augmentation
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    metric: str = "cosine"  # cosine | euclidean
+    max_rank: int = 50  # CMC length
+    batch_size: int = 128  # feature-extraction batch
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: str = "results/runs"  # folder that receives <run-id>/
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain, YAML-safe dict (tuples become lists)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"a.b=v"`` -> ``{"a": {"b": v}}`` with v parsed as YAML (``1e-3``, ``true``, ``null``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"malformed --set {text!r}: expected key=value, e.g. train.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, checking keys and coercing types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]}; valid keys here: "
+            + ", ".join(prefix + n for n in names)
+        )
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, data[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(data[name], tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(v, args[0], key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key} expects {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def resolve_config(
+    dataset: str | None = None, model: str | None = None, config_file: Path | None = None,
+    flags: dict[str, Any] | None = None, overrides: list[str] | None = None,
+    config_dir: Path = CONFIG_DIR,
+) -> RunConfig:
+    """Merge every layer into one RunConfig (see the module docstring for the order)."""
+    merged: dict[str, Any] = {}
+    if (config_dir / "base.yaml").is_file():
+        merged = deep_merge(merged, load_yaml(config_dir / "base.yaml"))
+    user = load_yaml(config_file) if config_file else {}
+    cli = flags or {}
+    sets = [parse_override(o) for o in overrides or []]
+    # the dataset / model named last decides which preset files apply
+    for layer in [user, cli, *sets]:
+        dataset = _named(layer, "data", dataset)
+        model = _named(layer, "model", model)
+    dataset = dataset or RunConfig().data.name
+    model = model or RunConfig().model.name
+    for preset in (config_dir / "datasets" / f"{_preset_name(dataset)}.yaml",
+                   config_dir / "models" / f"{model}.yaml"):
+        if preset.is_file():
+            merged = deep_merge(merged, load_yaml(preset))
+    merged = deep_merge(merged, {"data": {"name": dataset}, "model": {"name": model}})
+    for layer in [user, cli, *sets]:
+        merged = deep_merge(merged, layer)
+    return from_dict(RunConfig, merged)
+
+
+def _named(layer: dict[str, Any], section: str, current: str | None) -> str | None:
+    value = layer.get(section)
+    return str(value["name"]) if isinstance(value, dict) and "name" in value else current
+
+
+def _preset_name(dataset: str) -> str:
+    """``folder:/some/path`` datasets share the ``folder`` preset."""
+    return dataset.split(":", 1)[0]
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,153 @@
+"""Registered datasets: how a name and a data root become a split.
+
+Data root resolution: ``data.root`` (``--data-root``) > ``$REIDBENCH_DATA`` > ``./datasets``.
+Real datasets are read from there and never downloaded. The synthetic sets are the embedded
+default: when absent they are generated into ``<data root>/<name>/`` (a local computation from
+a seed, not a download) and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reidbench.config import DataConfig
+from reidbench.datasets.base import FACE_KEYPOINTS, ReidSplit, VerificationSet
+from reidbench.datasets.market1501 import MARKET1501, LayoutSpec, read_market_layout
+from reidbench.errors import DatasetError
+from reidbench.registry import DATASETS
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "REIDBENCH_DATA"
+SYNTHETIC_REID = LayoutSpec(
+    name="synthetic-reid", folder_names=("synthetic-reid",), num_cams=6, max_pid=9999,
+    url="reidbench data synth synthetic-reid --root DIR",
+)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What `reidbench data list` shows about a registered dataset."""
+
+    name: str
+    kind: str  # "reid" or "verification"
+    tree: str  # the expected on-disk layout
+    source: str  # where it comes from
+
+
+INFOS: dict[str, DatasetInfo] = {}
+
+
+def data_root(root: str | None) -> Path:
+    """The data root in effect (see the module docstring)."""
+    if root:
+        return Path(root).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return Path("datasets")
+
+
+def register(info: DatasetInfo) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    INFOS[info.name] = info
+    return DATASETS.register(info.name)
+
+
+def build_dataset(cfg: DataConfig) -> ReidSplit | VerificationSet:
+    return DATASETS.get(cfg.name)(cfg)
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def ensure_synthetic(
+    name: str, cfg: DataConfig, generate: Callable[..., dict[str, Any]], version: int,
+) -> Path:
+    """The synthetic set's folder, generated first if missing or made with other settings.
+
+    ``--data-root`` may point at the set itself or at a data root holding ``<name>/``. A set
+    made with an explicitly different seed or size is regenerated; unspecified settings accept
+    whatever set is there.
+    """
+    root = data_root(cfg.root)
+    folder = root if _read_manifest(root) else root / name
+    manifest = _read_manifest(folder)
+    if manifest is not None and manifest.get("generator") != name:
+        raise DatasetError(
+            f"{folder} holds a {manifest.get('generator')!r} set, not {name!r}; "
+            f"point --data-root at a {name} folder or an empty directory"
+        )
+    wanted = {"seed": cfg.synth_seed, "num_ids": cfg.synth_ids}
+    stale = manifest is None or manifest.get("version") != version or any(
+        value is not None and manifest.get(key) != value for key, value in wanted.items()
+    )
+    if stale:
+        if folder.exists() and manifest is None and any(folder.iterdir()):
+            raise DatasetError(
+                f"{folder} exists, is not empty and holds no {name} manifest.json; refusing to "
+                "write a synthetic set into it. Pass an empty or new --data-root"
+            )
+        kwargs = {k: v for k, v in wanted.items() if v is not None}
+        log.info("generating %s into %s (%s)", name, folder, kwargs or "defaults")
+        generate(folder, **kwargs)
+    return folder
+
+
+@register(DatasetInfo(
+    "market1501", "reid", MARKET1501.expected_tree(), MARKET1501.url,
+))
+def _market1501(cfg: DataConfig) -> ReidSplit:
+    return read_market_layout(
+        data_root(cfg.root), MARKET1501, Path(cfg.keypoints) if cfg.keypoints else None
+    )
+
+
+@register(DatasetInfo(
+    "synthetic-reid", "reid",
+    "<root>/synthetic-reid/{bounding_box_train,bounding_box_test,query}/PPPP_cCsS_FFFFFF_BB.jpg "
+    "+ keypoints.csv + manifest.json",
+    "generated locally (reidbench data synth synthetic-reid)",
+))
+def _synthetic_reid(cfg: DataConfig) -> ReidSplit:
+    from reidbench.datasets.synthetic_reid import SYNTHETIC_REID_VERSION, generate_synthetic_reid
+
+    folder = ensure_synthetic("synthetic-reid", cfg, generate_synthetic_reid, SYNTHETIC_REID_VERSION)
+    return read_market_layout(folder, SYNTHETIC_REID, Path(cfg.keypoints) if cfg.keypoints else None)
+
+
+@register(DatasetInfo(
+    "synthetic-faces", "verification",
+    "<root>/synthetic-faces/lfw/<Name>/<Name>_0001.jpg + pairs.txt + landmarks.csv",
+    "generated locally (reidbench data synth synthetic-faces)",
+))
+def _synthetic_faces(cfg: DataConfig) -> VerificationSet:
+    from reidbench.datasets.lfw import read_lfw
+    from reidbench.datasets.synthetic_faces import (
+        SYNTHETIC_FACES_VERSION,
+        generate_synthetic_faces,
+    )
+
+    folder = ensure_synthetic(
+        "synthetic-faces", cfg, generate_synthetic_faces, SYNTHETIC_FACES_VERSION
+    )
+    vs = read_lfw(folder, Path(cfg.keypoints) if cfg.keypoints else None)
+    return vs if vs.keypoint_schema else _with_schema(vs)
+
+
+def _with_schema(vs: VerificationSet) -> VerificationSet:
+    from dataclasses import replace
+
+    has = any(r.keypoints is not None for r in vs.images)
+    return replace(vs, keypoint_schema=FACE_KEYPOINTS) if has else vs

@@ -1,0 +1,227 @@
+"""The training loop: P x K batches, combined losses, checkpoints each epoch, exact resume.
+
+Randomness: the model is initialised, and dropout/stochastic depth drawn, under a forked
+global RNG seeded from ``train.seed`` (the caller's RNG state is untouched); the sampler and
+every sample's augmentation use their own seeded generators. A resumed run restores all of
+them and so continues the same trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from reidbench.config import RunConfig, TrainConfig
+from reidbench.data.loader import ImageDataset, batch_keypoints, make_loader
+from reidbench.data.sampler import PKSampler
+from reidbench.data.transforms import Transform
+from reidbench.datasets.base import ReidSplit
+from reidbench.engine.checkpoint import load_checkpoint, save_checkpoint
+from reidbench.errors import ReidbenchError
+from reidbench.losses import CombinedLoss, TrainOutputs, build_loss
+from reidbench.models import EmbeddingModel, build_model
+from reidbench.reporting.io import atomic_write_text
+from reidbench.reporting.records import HISTORY
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(ReidbenchError):
+    """A loss term became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    model: EmbeddingModel
+    loss: CombinedLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps completed
+    train_seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per epoch
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ReidbenchError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ReidbenchError(f"device {name!r} requested but CUDA is not available here")
+    return device
+
+
+def keypoint_count(split: ReidSplit) -> int:
+    return split.keypoint_schema.num_keypoints if split.keypoint_schema else 0
+
+
+def train_transform(cfg: RunConfig, split: ReidSplit) -> Transform:
+    d = cfg.data
+    perm = tuple(split.keypoint_schema.flip_permutation()) if split.keypoint_schema else None
+    return Transform(
+        d.height, d.width, d.mean, d.std, train=True, flip_prob=d.flip_prob, pad=d.pad,
+        erase_prob=d.erase_prob, flip_perm=perm,
+    )
+
+
+def eval_transform(cfg: RunConfig) -> Transform:
+    d = cfg.data
+    return Transform(d.height, d.width, d.mean, d.std)
+
+
+def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms, tokens and position embeddings (1-D or named so)."""
+    decay, no_decay = [], []
+    for module in modules:
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            skip = p.ndim <= 1 or name.endswith(("cls_token", "pos_embed.embed"))
+            (no_decay if skip else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    total = max(1, cfg.epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_state(cfg: RunConfig, split: ReidSplit, steps_per_epoch: int) -> TrainState:
+    model = build_model(cfg.model, (cfg.data.height, cfg.data.width), keypoint_count(split))
+    loss = build_loss(cfg.loss, model.dim, split.num_train_pids)
+    optimizer = torch.optim.AdamW(
+        param_groups([model, loss], cfg.train.weight_decay), lr=cfg.train.lr
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train, steps_per_epoch))
+    return TrainState(model, loss, optimizer, scheduler)
+
+
+def train(
+    cfg: RunConfig, split: ReidSplit, run_dir: Path, device: torch.device,
+    resume: bool = False, progress: bool = True,
+) -> TrainState:
+    """Train ``cfg.model`` on ``split.train``; checkpoint to ``run_dir`` after every epoch."""
+    dataset = ImageDataset(
+        split.train, train_transform(cfg, split), keypoint_count(split), cfg.data.cache_images
+    )
+    sampler = PKSampler(
+        [r.pid for r in split.train], cfg.train.batch_size, cfg.data.num_instances, cfg.train.seed
+    )
+    loader = make_loader(dataset, cfg.train.batch_size, sampler, cfg.data.num_workers)
+    steps_per_epoch = len(loader)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.train.seed)
+        state = build_state(cfg, split, steps_per_epoch)
+        if resume:
+            _restore(state, load_checkpoint(run_dir))
+            log.info("resumed %s after epoch %d (step %d)", run_dir.name, state.epoch, state.step)
+        state.model.to(device)
+        state.loss.to(device)
+        _move_optimizer(state.optimizer, device)
+        for epoch in range(state.epoch, cfg.train.epochs):
+            sampler.set_epoch(epoch)
+            _train_epoch(state, loader, device, cfg, epoch, run_dir, progress)
+    return state
+
+
+def _train_epoch(
+    state: TrainState, loader: Any, device: torch.device, cfg: RunConfig, epoch: int,
+    run_dir: Path, progress: bool,
+) -> None:
+    state.model.train()
+    state.loss.train()
+    start = time.perf_counter()
+    sums: dict[str, float] = {}
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+               disable=not progress)
+    for batch in bar:
+        images, pids = batch["image"].to(device), batch["pid"].to(device)
+        feats, neck = state.model.forward_train(images, batch_keypoints(batch, device))
+        total, terms = state.loss(TrainOutputs(feats, neck, pids))
+        for name, value in terms.items():
+            if not torch.isfinite(value):
+                raise NonFiniteLoss(
+                    f"loss term {name!r} is {value.item()} at epoch {epoch + 1}, step "
+                    f"{state.step + 1}; training stopped, the last good checkpoint "
+                    f"({run_dir / 'checkpoint.pt'}) is kept"
+                )
+        state.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.train.grad_clip:
+            params = [p for g in state.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        state.optimizer.step()
+        state.scheduler.step()
+        state.step += 1
+        for name, value in [("total", total), *terms.items()]:
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        bar.set_postfix({k: f"{v / (bar.n + 1):.3f}" for k, v in sums.items()})
+    seconds = time.perf_counter() - start
+    state.train_seconds += seconds
+    state.epoch = epoch + 1
+    n = max(1, len(loader))
+    record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 3),
+              "lr": state.scheduler.get_last_lr()[0], **{k: v / n for k, v in sums.items()}}
+    log.info("epoch %d/%d  %s  (%.1fs)", state.epoch, cfg.train.epochs,
+             "  ".join(f"{k}={v / n:.4f}" for k, v in sums.items()), seconds)
+    state.history.append(record)
+    save_checkpoint(run_dir, _snapshot(state))
+    atomic_write_text(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in state.history))
+
+
+def _snapshot(state: TrainState) -> dict[str, Any]:
+    return {
+        "model": state.model.state_dict(),
+        "loss": state.loss.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "train_seconds": state.train_seconds,
+        "history": state.history,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _restore(state: TrainState, ckpt: dict[str, Any]) -> None:
+    state.model.load_state_dict(ckpt["model"])
+    state.loss.load_state_dict(ckpt["loss"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
+    state.train_seconds = float(ckpt.get("train_seconds", 0.0))
+    state.history = list(ckpt.get("history", []))
+    torch.set_rng_state(ckpt["torch_rng"])
+    if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+
+
+def _move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for values in optimizer.state.values():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                values[key] = value.to(device)

@@ -1,0 +1,17 @@
+"""Reusable layers: patch embedding, attention, position encodings."""
+
+from reidbench.layers.ape import AbsolutePositionEmbedding, sincos_2d
+from reidbench.layers.attention import Attention, Block, Mlp
+from reidbench.layers.patch_embed import PatchEmbed
+from reidbench.layers.position import AttentionContext, RelativePosition
+
+__all__ = [
+    "AbsolutePositionEmbedding",
+    "Attention",
+    "AttentionContext",
+    "Block",
+    "Mlp",
+    "PatchEmbed",
+    "RelativePosition",
+    "sincos_2d",
+]

@@ -1,0 +1,128 @@
+"""One Vision Transformer; the position encoding is the injected axis the zoo varies on.
+
+Reads top to bottom: the model class, a private builder that turns a ModelConfig into
+arguments, then thin registered variants that only choose the position encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from reidbench.config import ModelConfig
+from reidbench.errors import ConfigError
+from reidbench.layers import AbsolutePositionEmbedding, AttentionContext, Block, PatchEmbed
+from reidbench.layers.position import RelativePosition
+from reidbench.registry import MODELS
+
+# (embed_dim, depth, num_heads); nano is the CPU-friendly size of the synthetic benchmark
+SIZES: dict[str, tuple[int, int, int]] = {
+    "nano": (128, 4, 4),
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+}
+
+RelPosFactory = Callable[[int], RelativePosition | None]  # block index -> its relative term
+
+
+class VisionTransformer(nn.Module):
+    """ViT with a CLS token whose output, after the final norm, is the embedding.
+
+    Args:
+        img_size: (height, width) input size.
+        patch_size: square patch side in pixels.
+        embed_dim: token width, also the embedding size D.
+        depth: number of blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / embed_dim.
+        drop_path: stochastic-depth rate of the last block (linear from 0).
+        absolute: "learned", "sincos" or None (no absolute embedding).
+        rel_pos: factory giving each block its relative position term, or None.
+    """
+
+    num_prefix_tokens = 1
+
+    def __init__(
+        self, img_size: tuple[int, int], patch_size: int, embed_dim: int, depth: int,
+        num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+        absolute: str | None = "learned", rel_pos: RelPosFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.patch_embed = PatchEmbed(img_size, patch_size, 3, embed_dim)
+        self.grid = self.patch_embed.grid
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = (
+            AbsolutePositionEmbedding(self.grid, embed_dim, self.num_prefix_tokens, absolute)
+            if absolute else None
+        )
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, rates[i], rel_pos(i) if rel_pos else None)
+            for i in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.apply(_init_weights)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward_tokens(
+        self, images: torch.Tensor, keypoints: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, 3, H, W) images, optional (B, K, 2) keypoints -> (B, 1 + N, D) final tokens."""
+        x = self.patch_embed(images)  # (B, N, D)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        if self.pos_embed is not None:
+            x = self.pos_embed(x)
+        ctx = AttentionContext(self.grid, self.num_prefix_tokens, keypoints)
+        for block in self.blocks:
+            x = block(x, ctx)
+        return self.norm(x)
+
+    def forward(self, images: torch.Tensor, keypoints: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, H, W) images, optional (B, K, 2) keypoints in [0, 1] -> (B, D) embeddings."""
+        return self.forward_tokens(images, keypoints)[:, 0]
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def _resolve_size(cfg: ModelConfig) -> ModelConfig:
+    if cfg.size not in SIZES:
+        raise ConfigError(f"unknown model.size {cfg.size!r}; expected one of: {', '.join(SIZES)}")
+    dim, depth, heads = SIZES[cfg.size]
+    return replace(
+        cfg,
+        embed_dim=cfg.embed_dim or dim,
+        depth=cfg.depth or depth,
+        num_heads=cfg.num_heads or heads,
+    )
+
+
+def _build_vit(
+    cfg: ModelConfig, img_size: tuple[int, int], absolute: str | None,
+    rel_pos: RelPosFactory | None = None,
+) -> VisionTransformer:
+    cfg = _resolve_size(cfg)
+    assert cfg.embed_dim and cfg.depth and cfg.num_heads
+    return VisionTransformer(
+        img_size=img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
+        num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, drop_path=cfg.drop_path,
+        absolute=absolute, rel_pos=rel_pos,
+    )
+
+
+@MODELS.register("ape")
+def ape(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None = None) -> nn.Module:
+    """Absolute position embeddings only (learned, or sin-cos with ``model.ape=sincos``)."""
+    return _build_vit(cfg, img_size, absolute=cfg.ape)

@@ -1,0 +1,1 @@
+"""Run records, leaderboard and figures."""

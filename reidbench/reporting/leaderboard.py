@@ -1,0 +1,92 @@
+"""Rebuild the leaderboard from run records only: no number is typed by hand."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reidbench.reporting.io import atomic_write_text
+from reidbench.reporting.records import CONFIG, ENVIRONMENT, METRICS, TIMINGS, list_runs
+
+log = logging.getLogger(__name__)
+
+# column -> where it comes from; documented in results/README.md
+COLUMNS = [
+    "dataset", "model", "size", "mAP", "mINP", "rank1", "rank5", "rank10", "num_valid_queries",
+    "params", "epochs", "seed", "train_seconds", "eval_seconds", "device", "git_commit", "run_id",
+]
+
+
+def run_row(run_dir: Path) -> dict[str, Any]:
+    """One leaderboard row from a complete run folder."""
+    cfg = yaml.safe_load((run_dir / CONFIG).read_text())
+    metrics = json.loads((run_dir / METRICS).read_text())
+    timings = json.loads((run_dir / TIMINGS).read_text()) if (run_dir / TIMINGS).is_file() else {}
+    env = json.loads((run_dir / ENVIRONMENT).read_text()) if (run_dir / ENVIRONMENT).is_file() else {}
+    commit = (env.get("git") or {}).get("commit") or ""
+    return {
+        "dataset": cfg["data"]["name"],
+        "model": cfg["model"]["name"],
+        "size": cfg["model"]["size"],
+        "mAP": metrics["mAP"],
+        "mINP": metrics["mINP"],
+        "rank1": metrics["rank1"],
+        "rank5": metrics["rank5"],
+        "rank10": metrics["rank10"],
+        "num_valid_queries": metrics["num_valid_queries"],
+        "params": metrics.get("params", ""),
+        "epochs": metrics.get("epochs", cfg["train"]["epochs"]),
+        "seed": cfg["train"]["seed"],
+        "train_seconds": timings.get("train_seconds", ""),
+        "eval_seconds": timings.get("eval_seconds", ""),
+        "device": env.get("device_name", env.get("device", "")),
+        "git_commit": commit[:12] + ("+dirty" if (env.get("git") or {}).get("dirty") else ""),
+        "run_id": run_dir.name,
+    }
+
+
+def collect_rows(runs_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of every complete run, best mAP first within each dataset; and the skipped runs."""
+    rows, skipped = [], []
+    for run_dir in list_runs(runs_dir, complete=True):
+        try:
+            rows.append(run_row(run_dir))
+        except (KeyError, ValueError, OSError, yaml.YAMLError) as exc:
+            skipped.append(f"{run_dir.name}: unreadable record ({exc.__class__.__name__}: {exc})")
+    rows.sort(key=lambda r: (r["dataset"], -float(r["mAP"]), r["run_id"]))
+    return rows, skipped
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row[k]) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(row[k]) for k in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def rebuild_leaderboard(runs_dir: Path, out_csv: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Write ``out_csv`` and its markdown copy (same name, .md) from ``runs_dir``."""
+    rows, skipped = collect_rows(runs_dir)
+    for reason in skipped:
+        log.warning("skipped run %s", reason)
+    atomic_write_text(out_csv, to_csv(rows))
+    atomic_write_text(out_csv.with_suffix(".md"), to_markdown(rows))
+    return rows, skipped

@@ -1,0 +1,60 @@
+"""A grid of dataset samples with their keypoints drawn, for a person to look at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from reidbench.data.loader import load_rgb
+from reidbench.datasets.base import ImageRecord
+
+# one colour per keypoint index (cycled), readable on light and dark backgrounds
+PALETTE = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+]
+
+
+def pick(records: list[ImageRecord], num: int, seed: int) -> list[ImageRecord]:
+    """``num`` records chosen with a seeded generator, shown in dataset order."""
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(records), size=min(num, len(records)), replace=False))
+    return [records[i] for i in chosen]
+
+
+def draw_tile(record: ImageRecord, height: int, label: str) -> Image.Image:
+    image = Image.fromarray(load_rgb(record.path))
+    scale = height / image.height
+    tile = image.resize((max(1, round(image.width * scale)), height), Image.Resampling.BICUBIC)
+    canvas = Image.new("RGB", (tile.width, height + 14), (255, 255, 255))
+    canvas.paste(tile, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    if record.keypoints is not None:
+        r = max(2, height // 64)
+        for k, (x, y) in enumerate(record.keypoints):
+            px, py = x * tile.width, y * tile.height
+            draw.ellipse((px - r, py - r, px + r, py + r), fill=PALETTE[k % len(PALETTE)],
+                         outline=(0, 0, 0))
+    draw.text((2, height + 1), label, fill=(0, 0, 0))
+    return canvas
+
+
+def preview_grid(
+    records: list[ImageRecord], out: Path, columns: int = 8, tile_height: int = 192,
+    labels: list[str] | None = None,
+) -> Path:
+    """Save a grid PNG of ``records`` with keypoints; labels default to ``id/cam``."""
+    labels = labels or [f"id {r.pid} cam {r.camid + 1}" for r in records]
+    tiles = [draw_tile(r, tile_height, lab) for r, lab in zip(records, labels)]
+    if not tiles:
+        raise ValueError("nothing to preview")
+    w, h = max(t.width for t in tiles), max(t.height for t in tiles)
+    rows = (len(tiles) + columns - 1) // columns
+    grid = Image.new("RGB", (columns * (w + 4) + 4, rows * (h + 4) + 4), (255, 255, 255))
+    for i, tile in enumerate(tiles):
+        grid.paste(tile, (4 + (i % columns) * (w + 4), 4 + (i // columns) * (h + 4)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(out)
+    return out
