@@ -76,6 +76,7 @@ def cmd_run(args: argparse.Namespace, progress: bool) -> int:
     from reidbench.config import deep_merge, parse_override, resolve_config
     from reidbench.engine.run import find_resume_dir, resume_config, run_experiment
     from reidbench.registry import DATASETS, MODELS
+    from reidbench.reporting.records import new_run_id, unique_run_dir
 
     flags: dict[str, Any] = {}
     for section, key, value in [
@@ -90,18 +91,22 @@ def cmd_run(args: argparse.Namespace, progress: bool) -> int:
     cfg = resolve_config(args.dataset, args.model, args.config, flags, args.overrides)
     MODELS.get(cfg.model.name)
     DATASETS.get(cfg.data.name)
-    run_dir, resume = None, args.resume is not None
+    resume = args.resume is not None
     if resume:
         run_dir = find_resume_dir(cfg, args.resume or None)
         explicit: dict[str, Any] = flags
         for text in args.overrides:
             explicit = deep_merge(explicit, parse_override(text))
         cfg = resume_config(run_dir, explicit)
+    else:
+        run_dir = unique_run_dir(Path(cfg.output), new_run_id(cfg))
     try:
         run_dir, metrics = run_experiment(cfg, run_dir, resume=resume, progress=progress)
     except KeyboardInterrupt:
-        log.error("interrupted; continue from the last checkpoint with: reidbench run --resume %s",
-                  run_dir or "(the run folder under results/runs)")
+        sys.stderr.write(
+            f"reidbench: interrupted; continue from the last checkpoint with: "
+            f"reidbench run --resume {run_dir}\n"
+        )
         return 130
     log.info("mAP %.4f  mINP %.4f  rank-1 %.4f  rank-5 %.4f  rank-10 %.4f  (%d valid queries)",
              metrics["mAP"], metrics["mINP"], metrics["rank1"], metrics["rank5"],
