@@ -13,5 +13,5 @@ class DatasetError(ReidbenchError):
     """A dataset root is missing, empty or not in the expected layout."""
 
 
-class ConfigError(ReidbenchError):
-    """A config file, a `--set` override or an option value is malformed."""
+class ConfigError(ReidbenchError, ValueError):
+    """A config file, a `--set` override or an option value is malformed (also a ValueError)."""

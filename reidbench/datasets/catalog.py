@@ -93,12 +93,7 @@ def ensure_synthetic(
     stale = manifest is None or manifest.get("version") != version or any(
         value is not None and manifest.get(key) != value for key, value in wanted.items()
     )
-    if stale:
-        if folder.exists() and manifest is None and any(folder.iterdir()):
-            raise DatasetError(
-                f"{folder} exists, is not empty and holds no {name} manifest.json; refusing to "
-                "write a synthetic set into it. Pass an empty or new --data-root"
-            )
+    if stale:  # the generators refuse to overwrite anything they did not write themselves
         kwargs = {k: v for k, v in wanted.items() if v is not None}
         log.info("generating %s into %s (%s)", name, folder, kwargs or "defaults")
         generate(folder, **kwargs)

@@ -36,7 +36,7 @@ from PIL import Image
 from reidbench.data.geometry import similarity, transform_points, translation, warp_image
 from reidbench.datasets.base import FACE_KEYPOINTS
 from reidbench.datasets.keypoints import write_keypoints_csv
-from reidbench.errors import DatasetError
+from reidbench.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -737,7 +737,7 @@ def _make_pairs(
     out = []
     for f, ids in enumerate(members):
         if fold_capacity[f] < per_fold or len(ids) < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"synthetic-faces: fold {f} has {len(ids)} identities and {fold_capacity[f]} "
                 f"possible same-person pairs, fewer than pairs_per_fold={per_fold}; raise "
                 f"num_ids (now {len(names)}) or lower folds / pairs_per_fold"
@@ -745,7 +745,7 @@ def _make_pairs(
         sizes = np.array([counts[i] for i in ids])
         cross = (int(sizes.sum()) ** 2 - int((sizes**2).sum())) // 2
         if cross < per_fold:
-            raise ValueError(
+            raise ConfigError(
                 f"synthetic-faces: fold {f} allows only {cross} different-person pairs, fewer "
                 f"than pairs_per_fold={per_fold}; raise num_ids or lower folds / pairs_per_fold"
             )
@@ -812,7 +812,7 @@ def generate_synthetic_faces(
     to a staging folder first and swapped in. Returns the manifest.
     """
     if folds < 1 or pairs_per_fold < 1 or num_ids < 2 * folds:
-        raise ValueError(
+        raise ConfigError(
             f"synthetic-faces: need folds >= 1, pairs_per_fold >= 1 and num_ids >= 2 * folds "
             f"(two people per fold at least); got num_ids={num_ids}, folds={folds}, "
             f"pairs_per_fold={pairs_per_fold}"

@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw
 from reidbench.data import geometry
 from reidbench.datasets.base import BODY_KEYPOINTS, DISTRACTOR_PID, JUNK_PID
 from reidbench.datasets.keypoints import write_keypoints_csv
-from reidbench.errors import DatasetError
+from reidbench.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -732,7 +732,7 @@ def generate_synthetic_reid(root: Path, seed: int = 0, num_ids: int = DEFAULT_ID
         ``{"generator", "version", "seed", "num_ids", "counts": {split folder: images}}``.
     """
     if not 2 <= num_ids <= 9999:
-        raise ValueError(f"num_ids must be in 2..9999 (4-digit Market pids), got {num_ids}")
+        raise ConfigError(f"num_ids must be in 2..9999 (4-digit Market pids), got {num_ids}")
     root = Path(root)
     start = time.perf_counter()
     _prepare_root(root)
