@@ -33,6 +33,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     (["run", "--set", "train.bogus=1"], "unknown config key train.bogus"),
     (["run", "--epochs", "two"], "argument --epochs: invalid int value"),
     (["run", "--resume", "no-such-run", "--output", "/tmp/none"], "no run record"),
+    (["run", *TINY, "--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(
     args: list[str], needle: str, capsys: pytest.CaptureFixture[str]

@@ -632,18 +632,18 @@ def _plan(seed: int, num_ids: int) -> tuple[list[_Job], list[Camera]]:
                 jobs.append(_Job(f"{split}/{name}", "person", identity, cam, next(image_ss)))
                 used.add(name)
 
-    for ss in distractor_root.spawn(max(1, round(num_ids / 3))):
-        rng = np.random.default_rng(ss)
-        kind = "faint" if rng.random() < 0.4 else "person"
-        stranger = sample_identity(rng)
-        name, cam = _unique_name(used, DISTRACTOR_PID, rng)
-        jobs.append(_Job(f"bounding_box_test/{name}", kind, stranger, cam, ss.spawn(1)[0]))
-    for ss in junk_root.spawn(max(1, round(num_ids / 6))):
-        rng = np.random.default_rng(ss)
-        kind = "partial" if rng.random() < 0.6 else "background"
-        stranger = sample_identity(rng)
-        name, cam = _unique_name(used, JUNK_PID, rng)
-        jobs.append(_Job(f"bounding_box_test/{name}", kind, stranger, cam, ss.spawn(1)[0]))
+    # gallery-only strangers: (pid, seed root, count, kind drawn with probability p, else other)
+    strangers = (
+        (DISTRACTOR_PID, distractor_root, num_ids / 3, "faint", 0.4, "person"),
+        (JUNK_PID, junk_root, num_ids / 6, "partial", 0.6, "background"),
+    )
+    for pid, seed_root, count, kind_p, p, kind_else in strangers:
+        for ss in seed_root.spawn(max(1, round(count))):
+            rng = np.random.default_rng(ss)
+            kind = kind_p if rng.random() < p else kind_else
+            stranger = sample_identity(rng)
+            name, cam = _unique_name(used, pid, rng)
+            jobs.append(_Job(f"bounding_box_test/{name}", kind, stranger, cam, ss.spawn(1)[0]))
     jobs.sort(key=lambda job: job.rel)
     return jobs, cameras
 
