@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from reidbench.errors import ReidbenchError
+from reidbench.errors import ConfigError, ReidbenchError
 
 log = logging.getLogger("reidbench")
 
@@ -48,12 +48,15 @@ def _data_parser(sub: Any) -> None:
     synth.add_argument("--root", required=True, type=Path, help="output folder")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--ids", type=int, help="number of identities (default: generator's)")
+    synth.add_argument("--train-ids", type=int,
+                       help="synthetic-faces: training identities (default: generator's)")
     prev = dsub.add_parser("preview", help="draw a grid of samples with their keypoints")
     prev.add_argument("name")
     prev.add_argument("--data-root", help="data root (default: $REIDBENCH_DATA, else ./datasets)")
     prev.add_argument("--out", required=True, type=Path, help="PNG to write")
     prev.add_argument("--split", default="train", choices=("train", "query", "gallery"),
-                      help="re-ID split to sample (verification sets show pairs' images)")
+                      help="split to sample; for face sets 'train' is the training identities "
+                           "and query/gallery show the verification images")
     prev.add_argument("--num", type=int, default=32, help="number of samples")
     prev.add_argument("--seed", type=int, default=0)
     dsub.add_parser("list", help="list datasets and their expected trees")
@@ -66,6 +69,12 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _run_parser(sub)
     _data_parser(sub)
+    models = sub.add_parser("models", help="list the models with parameter counts and FLOPs")
+    models.add_argument("names", nargs="*", help="models to list (default: all registered)")
+    models.add_argument("--dataset", help="input size and keypoints of this dataset's preset "
+                                          "(default: synthetic-reid)")
+    models.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. --set model.size=small")
     lb = sub.add_parser("leaderboard", help="rebuild results/leaderboard.csv from run records")
     lb.add_argument("--runs", type=Path, default=Path("results/runs"))
     lb.add_argument("--out", type=Path, default=Path("results/leaderboard.csv"))
@@ -108,11 +117,20 @@ def cmd_run(args: argparse.Namespace, progress: bool) -> int:
             f"reidbench run --resume {run_dir}\n"
         )
         return 130
-    log.info("mAP %.4f  mINP %.4f  rank-1 %.4f  rank-5 %.4f  rank-10 %.4f  (%d valid queries)",
-             metrics["mAP"], metrics["mINP"], metrics["rank1"], metrics["rank5"],
-             metrics["rank10"], metrics["num_valid_queries"])
+    log.info("%s", summary_line(metrics))
     log.info("run record: %s", run_dir)
     return 0
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """One line with the headline metrics of a run."""
+    if metrics.get("task") == "verification":
+        return (f"{metrics['num_folds']}-fold accuracy {metrics['accuracy']:.4f} "
+                f"(std {metrics['accuracy_std']:.4f})  AUC {metrics['auc']:.4f}  "
+                f"EER {metrics['eer']:.4f}  ({metrics['num_pairs']} pairs)")
+    return (f"mAP {metrics['mAP']:.4f}  mINP {metrics['mINP']:.4f}  rank-1 {metrics['rank1']:.4f}  "
+            f"rank-5 {metrics['rank5']:.4f}  rank-10 {metrics['rank10']:.4f}  "
+            f"({metrics['num_valid_queries']} valid queries)")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -128,24 +146,52 @@ def cmd_data(args: argparse.Namespace) -> int:
         else:
             from reidbench.datasets.synthetic_faces import generate_synthetic_faces as generate
         kwargs = {"seed": args.seed, **({"num_ids": args.ids} if args.ids else {})}
+        if args.train_ids is not None:
+            if args.name != "synthetic-faces":
+                raise ConfigError("--train-ids applies to synthetic-faces only")
+            kwargs["num_train_ids"] = args.train_ids
         manifest = generate(args.root, **kwargs)
         log.info("wrote %s to %s: %s", args.name, args.root, manifest.get("counts"))
         return 0
     from reidbench.config import DataConfig
-    from reidbench.datasets.base import ReidSplit
+    from reidbench.datasets.base import FaceSplit, ReidSplit
     from reidbench.registry import DATASETS
     from reidbench.reporting.preview import pick, preview_grid
 
     DATASETS.get(args.name)
     data = build_dataset(DataConfig(name=args.name, root=args.data_root))
+    labels = None
     if isinstance(data, ReidSplit):
         records = pick(getattr(data, args.split), args.num, args.seed)
-        labels = None
-    else:
-        records = pick(data.images, args.num, args.seed)
-        labels = [data.identities[r.pid][:18] for r in records]
+    elif isinstance(data, FaceSplit) and args.split == "train":
+        records = pick(data.train, args.num, args.seed)
+    else:  # a verification set: its images, labelled by name
+        vs = data.verification if isinstance(data, FaceSplit) else data
+        records = pick(vs.images, args.num, args.seed)
+        labels = [vs.identities[r.pid][:18] for r in records]
     preview_grid(records, args.out, labels=labels)
     log.info("wrote %s (%d samples of %s)", args.out, len(records), args.name)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from reidbench.config import resolve_config
+    from reidbench.datasets.catalog import INFOS
+    from reidbench.registry import DATASETS, MODELS
+    from reidbench.reporting.model_table import format_table, model_rows
+
+    rows = []
+    for name in args.names or MODELS.names():
+        cfg = resolve_config(args.dataset, name, overrides=args.overrides)
+        MODELS.get(cfg.model.name)
+        DATASETS.get(cfg.data.name)
+        info = INFOS.get(cfg.data.name)
+        k = info.num_keypoints if info else 0
+        (row,) = model_rows([cfg.model.name], (cfg.data.height, cfg.data.width), k, cfg.model)
+        rows.append(row | {"name": f"{cfg.model.name}_{cfg.model.size}"})
+    sys.stdout.write(f"input {cfg.data.height}x{cfg.data.width} ({cfg.data.name}), "
+                     f"{k} keypoints; FLOPs of one forward at batch 1 (multiply-add = 2)\n")
+    sys.stdout.write(format_table(rows) + "\n")
     return 0
 
 
@@ -172,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, progress)
         if args.command == "data":
             return cmd_data(args)
+        if args.command == "models":
+            return cmd_models(args)
         return cmd_leaderboard(args)
     except ReidbenchError as exc:
         sys.stderr.write(f"reidbench: error: {exc}\n")

@@ -37,7 +37,22 @@ class DataConfig:
     num_workers: int = 0  # DataLoader workers; 0 decodes in the main process
     cache_images: bool = True  # keep decoded images in memory after first use
     synth_ids: int | None = None  # synthetic sets: number of identities (None = generator default)
-    synth_seed: int = 0  # synthetic sets: generator seed
+    synth_seed: int | None = None  # synthetic sets: generator seed (None: any existing set, else 0)
+    synth_train_ids: int | None = None  # synthetic-faces: training identities (None = default)
+
+
+@dataclass(frozen=True)
+class RelPosConfig:
+    """Relative position encodings: iRPE, KP-RPE (ratio) and Shaw RPE (max_distance, on_values)."""
+
+    ratio: float = 1.9  # iRPE/KP-RPE: alpha:beta:gamma = 1:2:8 times ratio
+    method: str = "product"  # iRPE: euclidean | quant | cross | product
+    mapping: str = "piecewise"  # iRPE: piecewise | clip
+    mode: str = "contextual"  # iRPE: bias | contextual
+    on: str = "k"  # iRPE: any of q, k, v
+    shared_head: bool = True  # iRPE/Shaw: one table for all heads
+    max_distance: int = 4  # Shaw RPE: row/column offsets clipped to [-k, k]
+    on_values: bool = False  # Shaw RPE: also add relative embeddings to values
 
 
 @dataclass(frozen=True)
@@ -50,7 +65,8 @@ class ModelConfig:
     num_heads: int | None = None  # overrides the size preset
     mlp_ratio: float = 4.0  # MLP hidden width / embed_dim
     drop_path: float = 0.0  # stochastic depth rate at the last block
-    ape: str = "learned"  # absolute embedding: learned | sincos
+    ape: str = "learned"  # absolute embedding: learned | sincos | none (kept by every ViT variant)
+    rel: RelPosConfig = field(default_factory=RelPosConfig)  # relative encodings' settings
 
 
 @dataclass(frozen=True)
@@ -221,6 +237,9 @@ def resolve_config(
         model = _named(layer, "model", model)
     dataset = dataset or RunConfig().data.name
     model = model or RunConfig().model.name
+    model, size = split_size_suffix(model)
+    if size:  # "kprpe_small" = model kprpe, size small; wins over the presets, not over --set
+        cli = deep_merge(cli, {"model": {"size": size}})
     for preset in (config_dir / "datasets" / f"{_preset_name(dataset)}.yaml",
                    config_dir / "models" / f"{model}.yaml"):
         if preset.is_file():
@@ -228,7 +247,17 @@ def resolve_config(
     merged = deep_merge(merged, {"data": {"name": dataset}, "model": {"name": model}})
     for layer in [user, cli, *sets]:
         merged = deep_merge(merged, layer)
+    merged["model"]["name"] = model  # the size suffix, wherever it was given, is stripped
     return from_dict(RunConfig, merged)
+
+
+SIZE_NAMES = ("nano", "tiny", "small", "base")
+
+
+def split_size_suffix(name: str) -> tuple[str, str | None]:
+    """``"kprpe_small"`` -> ``("kprpe", "small")``; names without a size suffix are unchanged."""
+    base, _, suffix = name.rpartition("_")
+    return (base, suffix) if base and suffix in SIZE_NAMES else (name, None)
 
 
 def _named(layer: dict[str, Any], section: str, current: str | None) -> str | None:

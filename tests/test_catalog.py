@@ -10,7 +10,7 @@ from conftest import make_market_tree
 
 from reidbench import cli
 from reidbench.config import DataConfig
-from reidbench.datasets.base import ReidSplit, VerificationSet
+from reidbench.datasets.base import FaceSplit, ReidSplit
 from reidbench.datasets.catalog import build_dataset, data_root
 from reidbench.errors import DatasetError
 
@@ -48,17 +48,24 @@ def test_synthetic_never_written_over_foreign_data(tmp_path: Path) -> None:
         build_dataset(DataConfig(name="synthetic-reid", root=str(tmp_path)))
 
 
-def test_synthetic_faces_is_a_verification_set(tmp_path: Path) -> None:
-    vs = build_dataset(DataConfig(name="synthetic-faces", root=str(tmp_path), synth_ids=24))
-    assert isinstance(vs, VerificationSet) and vs.keypoint_schema is not None
+def test_synthetic_faces_has_train_identities_and_pairs(tmp_path: Path) -> None:
+    data = build_dataset(DataConfig(name="synthetic-faces", root=str(tmp_path), synth_ids=24,
+                                    synth_train_ids=10))
+    assert isinstance(data, FaceSplit) and data.keypoint_schema is not None
+    vs = data.verification
     assert vs.pairs.shape[1] == 2 and set(vs.labels.tolist()) == {0, 1}
+    assert all(r.keypoints is not None and r.keypoints.shape == (5, 2) for r in data.train)
+    train_people = {Path(r.path).parent.name for r in data.train}
+    assert not train_people & set(vs.identities)  # training identities are never verified
+    assert sorted({r.pid for r in data.train}) == list(range(len(train_people)))
 
 
 def test_cli_synth_and_preview(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("synthetic-reid", "synthetic-faces"):
         root = tmp_path / name
+        extra = ["--train-ids", "6"] if name == "synthetic-faces" else []
         assert cli.main(["-q", "data", "synth", name, "--root", str(root), "--ids", "40",
-                         "--seed", "3"]) == 0
+                         "--seed", "3", *extra]) == 0
         assert json.loads((root / "manifest.json").read_text())["seed"] == 3
         out = tmp_path / f"{name}.png"
         assert cli.main(["-q", "data", "preview", name, "--data-root", str(root), "--out",
@@ -78,10 +85,17 @@ def test_run_on_synthetic_reid_end_to_end(tmp_path: Path, capsys: pytest.Capture
     assert metrics["num_valid_queries"] > 0 and 0 < metrics["mAP"] <= 1
 
 
-def test_verification_set_cannot_be_trained_yet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_on_synthetic_faces_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(["-q", "run", "--dataset", "synthetic-faces", "--data-root", str(tmp_path),
-                     "--set", "data.synth_ids=24", "--output", str(tmp_path / "runs")])
-    assert code == 2 and "verification set" in capsys.readouterr().err
+                     "--set", "data.synth_ids=24", "--set", "data.synth_train_ids=12",
+                     "--epochs", "1", "--batch-size", "16",
+                     "--set", "model.depth=1", "--output", str(tmp_path / "runs")])
+    assert code == 0, capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "verification" and metrics["num_pairs"] == 600
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["num_folds"] == 10
+    assert metrics["tar_at_far"]["1e-06"] is None  # 300 negatives cannot resolve FAR 1e-6
 
 
 def test_synth_arguments_that_cannot_work_are_one_line_errors(
@@ -98,3 +112,13 @@ def test_synthetic_generated_beside_a_committed_readme(tmp_path: Path) -> None:
     split = build_dataset(DataConfig(name="synthetic-reid", root=str(tmp_path), synth_ids=12))
     assert isinstance(split, ReidSplit)
     assert (tmp_path / "synthetic-reid" / "README.md").read_text() == "docs"
+
+
+def test_unspecified_settings_never_regenerate_a_users_set(tmp_path: Path) -> None:
+    from reidbench.datasets.synthetic_reid import generate_synthetic_reid
+
+    generate_synthetic_reid(tmp_path, seed=3, num_ids=12)
+    stamp = (tmp_path / "manifest.json").stat().st_mtime_ns
+    build_dataset(DataConfig(name="synthetic-reid", root=str(tmp_path)))
+    assert (tmp_path / "manifest.json").stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 3

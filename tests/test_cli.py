@@ -25,7 +25,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["run", "--model", "nope"], "unknown model 'nope'; expected one of: ape"),
+    (["run", "--model", "nope"], "unknown model 'nope'; expected one of: ape, irpe, kprpe"),
     (["run", "--dataset", "nope"], "unknown dataset 'nope'; expected one of:"),
     (["run", "--dataset", "market1501", "--data-root", "/definitely/missing"],
      "/definitely/missing does not exist"),
@@ -74,7 +74,7 @@ def test_end_to_end_run_and_leaderboard(tmp_path: Path, capsys: pytest.CaptureFi
     csv = tmp_path / "lb.csv"
     assert cli.main(["-q", "leaderboard", "--runs", str(out), "--out", str(csv)]) == 0
     lines = csv.read_text().splitlines()
-    assert lines[0].startswith("dataset,model,size,mAP") and len(lines) == 2
+    assert lines[0].startswith("dataset,task,model,size,mAP") and len(lines) == 2
     assert f"{metrics['mAP']:.4f}" in lines[1] and run.name in lines[1]
     assert (tmp_path / "lb.md").read_text().count("\n") == 3
 
@@ -127,5 +127,6 @@ def test_console_entry_point_exit_code() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "reidbench: error: unknown model 'nope'; expected one of: ape"
+        "reidbench: error: unknown model 'nope'; expected one of: "
+        "ape, irpe, kprpe, osnet, poster, resnet50, rpe"
     )

@@ -84,7 +84,8 @@ def test_one_fold_header(tmp_path: Path) -> None:
 
 
 def test_reads_the_synthetic_set(tmp_path: Path) -> None:
-    manifest = generate_synthetic_faces(tmp_path, seed=2, num_ids=12, folds=2, pairs_per_fold=4)
+    manifest = generate_synthetic_faces(tmp_path, seed=2, num_ids=12, folds=2, pairs_per_fold=4,
+                                        num_train_ids=3)
     vs = read_lfw(tmp_path)
     counts = manifest["counts"]
     assert len(vs.images) == counts["images"] and len(vs.identities) == counts["identities"]

@@ -25,7 +25,7 @@ from reidbench.datasets.synthetic_faces import (
 )
 from reidbench.errors import DatasetError
 
-SMALL = {"num_ids": 24, "folds": 3, "pairs_per_fold": 6}
+SMALL = {"num_ids": 24, "folds": 3, "pairs_per_fold": 6, "num_train_ids": 6}
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +40,14 @@ def _read_pairs(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def test_constants() -> None:
-    assert SYNTHETIC_FACES_VERSION == 1
+    assert SYNTHETIC_FACES_VERSION == 2
     assert DEFAULT_IDS == 200
 
 
 def test_layout_names_and_manifest(synth: tuple[Path, dict]) -> None:
     root, manifest = synth
     assert sorted(p.name for p in root.iterdir()) == [
-        "landmarks.csv", "lfw", "manifest.json", "pairs.txt"
+        "landmarks.csv", "lfw", "manifest.json", "pairs.txt", "train"
     ]
     names = sorted(p.name for p in (root / "lfw").iterdir())
     assert len(names) == len(set(names)) == SMALL["num_ids"]
@@ -63,7 +63,7 @@ def test_layout_names_and_manifest(synth: tuple[Path, dict]) -> None:
 
     on_disk = json.loads((root / "manifest.json").read_text())
     assert on_disk == manifest
-    assert manifest["generator"] == "synthetic-faces" and manifest["version"] == 1
+    assert manifest["generator"] == "synthetic-faces" and manifest["version"] == 2
     assert manifest["seed"] == 3 and manifest["num_ids"] == SMALL["num_ids"]
     counts = manifest["counts"]
     assert counts["images"] == total and counts["identities"] == SMALL["num_ids"]
@@ -105,8 +105,11 @@ def test_landmarks_inside_and_in_arcface_order(synth: tuple[Path, dict]) -> None
     header = (root / "landmarks.csv").read_text().splitlines()[0]
     assert header.split(",")[1::2] == [f"{n}_x" for n in FACE_KEYPOINTS.names]
     table = read_keypoints_csv(root / "landmarks.csv")
-    files = sorted(p.relative_to(root).as_posix() for p in (root / "lfw").rglob("*.jpg"))
-    assert sorted(table) == files and len(files) == manifest["counts"]["images"]
+    files = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*/*.jpg"))
+    assert sorted(table) == files  # lfw/ and train/ images, each with a row
+    counts = manifest["counts"]
+    assert len(files) == counts["images"] + counts["train_images"]
+    assert len([f for f in files if f.startswith("train/")]) == counts["train_images"]
     kps = np.stack([table[f] for f in files])  # (N, 5, 2)
     assert kps.shape[1:] == (5, 2)
     assert (kps > 0).all() and (kps < 1).all()
@@ -118,7 +121,7 @@ def test_landmarks_inside_and_in_arcface_order(synth: tuple[Path, dict]) -> None
 
 
 def test_same_seed_identical_different_seed_not(tmp_path: Path) -> None:
-    args = {"num_ids": 6, "folds": 2, "pairs_per_fold": 2}
+    args = {"num_ids": 6, "folds": 2, "pairs_per_fold": 2, "num_train_ids": 3}
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     generate_synthetic_faces(a, seed=5, **args)
     generate_synthetic_faces(b, seed=5, **args)
@@ -133,8 +136,8 @@ def test_same_seed_identical_different_seed_not(tmp_path: Path) -> None:
 
 
 def test_identity_does_not_depend_on_num_ids(tmp_path: Path) -> None:
-    generate_synthetic_faces(tmp_path / "few", seed=1, num_ids=4, folds=1, pairs_per_fold=1)
-    generate_synthetic_faces(tmp_path / "more", seed=1, num_ids=6, folds=1, pairs_per_fold=1)
+    generate_synthetic_faces(tmp_path / "few", seed=1, num_ids=4, folds=1, pairs_per_fold=1, num_train_ids=3)
+    generate_synthetic_faces(tmp_path / "more", seed=1, num_ids=6, folds=1, pairs_per_fold=1, num_train_ids=3)
     few = read_keypoints_csv(tmp_path / "few" / "landmarks.csv")
     more = read_keypoints_csv(tmp_path / "more" / "landmarks.csv")
     assert set(few) <= set(more)
@@ -144,10 +147,11 @@ def test_identity_does_not_depend_on_num_ids(tmp_path: Path) -> None:
 
 
 def test_overwrites_an_existing_set_cleanly(tmp_path: Path) -> None:
-    generate_synthetic_faces(tmp_path, seed=0, num_ids=8, folds=2, pairs_per_fold=2)
-    manifest = generate_synthetic_faces(tmp_path, seed=1, num_ids=5, folds=1, pairs_per_fold=2)
+    generate_synthetic_faces(tmp_path, seed=0, num_ids=8, folds=2, pairs_per_fold=2, num_train_ids=3)
+    manifest = generate_synthetic_faces(tmp_path, seed=1, num_ids=5, folds=1, pairs_per_fold=2,
+                                        num_train_ids=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "landmarks.csv", "lfw", "manifest.json", "pairs.txt"
+        "landmarks.csv", "lfw", "manifest.json", "pairs.txt", "train"
     ]
     assert len(list((tmp_path / "lfw").iterdir())) == 5
     assert len(list((tmp_path / "lfw").rglob("*.jpg"))) == manifest["counts"]["images"]
@@ -157,13 +161,13 @@ def test_overwrites_an_existing_set_cleanly(tmp_path: Path) -> None:
 def test_refuses_to_overwrite_foreign_data(tmp_path: Path) -> None:
     (tmp_path / "lfw" / "Real_Person").mkdir(parents=True)
     with pytest.raises(DatasetError, match="refusing to overwrite"):
-        generate_synthetic_faces(tmp_path, num_ids=4, folds=1, pairs_per_fold=1)
+        generate_synthetic_faces(tmp_path, num_ids=4, folds=1, pairs_per_fold=1, num_train_ids=3)
     assert (tmp_path / "lfw" / "Real_Person").is_dir()
 
 
 def test_too_few_identities_for_the_folds(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pairs_per_fold"):
-        generate_synthetic_faces(tmp_path, num_ids=4, folds=4, pairs_per_fold=5)
+        generate_synthetic_faces(tmp_path, num_ids=4, folds=4, pairs_per_fold=5, num_train_ids=3)
 
 
 @pytest.mark.parametrize(

@@ -127,3 +127,19 @@ class VerificationSet:
     @property
     def num_folds(self) -> int:
         return int(self.folds.max()) + 1 if len(self.folds) else 0
+
+
+@dataclass(frozen=True)
+class FaceSplit:
+    """A face benchmark: training identities (pids relabelled 0..P-1) and a verification set
+    of other people, evaluated pair by pair."""
+
+    name: str
+    root: Path
+    train: list[ImageRecord]
+    verification: VerificationSet
+    keypoint_schema: KeypointSchema | None = None
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({r.pid for r in self.train})

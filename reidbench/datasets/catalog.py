@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from reidbench.config import DataConfig
-from reidbench.datasets.base import FACE_KEYPOINTS, ReidSplit, VerificationSet
+from reidbench.datasets.base import FACE_KEYPOINTS, FaceSplit, ReidSplit, VerificationSet
+from reidbench.datasets.folder import read_identity_folders
+from reidbench.datasets.keypoints import read_keypoints_csv
 from reidbench.datasets.market1501 import MARKET1501, LayoutSpec, read_market_layout
 from reidbench.errors import DatasetError
 from reidbench.registry import DATASETS
@@ -39,6 +41,7 @@ class DatasetInfo:
     kind: str  # "reid" or "verification"
     tree: str  # the expected on-disk layout
     source: str  # where it comes from
+    num_keypoints: int = 0  # keypoints its own sidecar provides (0: none unless the user adds one)
 
 
 INFOS: dict[str, DatasetInfo] = {}
@@ -58,7 +61,7 @@ def register(info: DatasetInfo) -> Callable[[Callable[..., Any]], Callable[..., 
     return DATASETS.register(info.name)
 
 
-def build_dataset(cfg: DataConfig) -> ReidSplit | VerificationSet:
+def build_dataset(cfg: DataConfig) -> ReidSplit | FaceSplit | VerificationSet:
     return DATASETS.get(cfg.name)(cfg)
 
 
@@ -74,12 +77,14 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
 
 def ensure_synthetic(
     name: str, cfg: DataConfig, generate: Callable[..., dict[str, Any]], version: int,
+    sizes: dict[str, int | None] | None = None,
 ) -> Path:
     """The synthetic set's folder, generated first if missing or made with other settings.
 
     ``--data-root`` may point at the set itself or at a data root holding ``<name>/``. A set
     made with an explicitly different seed or size is regenerated; unspecified settings accept
-    whatever set is there.
+    whatever set is there. ``sizes`` are further generator arguments, recorded in the manifest
+    under ``counts`` (e.g. ``{"num_train_ids": cfg.synth_train_ids}``).
     """
     root = data_root(cfg.root)
     folder = root if _read_manifest(root) else root / name
@@ -89,9 +94,11 @@ def ensure_synthetic(
             f"{folder} holds a {manifest.get('generator')!r} set, not {name!r}; "
             f"point --data-root at a {name} folder or an empty directory"
         )
-    wanted = {"seed": cfg.synth_seed, "num_ids": cfg.synth_ids}
+    wanted = {"seed": cfg.synth_seed, "num_ids": cfg.synth_ids, **(sizes or {})}
+    recorded = {**(manifest or {}), **{k: v for k, v in (manifest or {}).get("counts", {}).items()
+                                       if k.startswith("num_")}}
     stale = manifest is None or manifest.get("version") != version or any(
-        value is not None and manifest.get(key) != value for key, value in wanted.items()
+        value is not None and recorded.get(key) != value for key, value in wanted.items()
     )
     if stale:  # the generators refuse to overwrite anything they did not write themselves
         kwargs = {k: v for k, v in wanted.items() if v is not None}
@@ -113,7 +120,7 @@ def _market1501(cfg: DataConfig) -> ReidSplit:
     "synthetic-reid", "reid",
     "<root>/synthetic-reid/{bounding_box_train,bounding_box_test,query}/PPPP_cCsS_FFFFFF_BB.jpg "
     "+ keypoints.csv + manifest.json",
-    "generated locally (reidbench data synth synthetic-reid)",
+    "generated locally (reidbench data synth synthetic-reid)", num_keypoints=10,
 ))
 def _synthetic_reid(cfg: DataConfig) -> ReidSplit:
     from reidbench.datasets.synthetic_reid import SYNTHETIC_REID_VERSION, generate_synthetic_reid
@@ -124,10 +131,11 @@ def _synthetic_reid(cfg: DataConfig) -> ReidSplit:
 
 @register(DatasetInfo(
     "synthetic-faces", "verification",
-    "<root>/synthetic-faces/lfw/<Name>/<Name>_0001.jpg + pairs.txt + landmarks.csv",
-    "generated locally (reidbench data synth synthetic-faces)",
+    "<root>/synthetic-faces/{lfw/<Name>/<Name>_0001.jpg, pairs.txt, train/<Name>/<Name>_0001.jpg, "
+    "landmarks.csv}",
+    "generated locally (reidbench data synth synthetic-faces)", num_keypoints=5,
 ))
-def _synthetic_faces(cfg: DataConfig) -> VerificationSet:
+def _synthetic_faces(cfg: DataConfig) -> FaceSplit:
     from reidbench.datasets.lfw import read_lfw
     from reidbench.datasets.synthetic_faces import (
         SYNTHETIC_FACES_VERSION,
@@ -135,14 +143,14 @@ def _synthetic_faces(cfg: DataConfig) -> VerificationSet:
     )
 
     folder = ensure_synthetic(
-        "synthetic-faces", cfg, generate_synthetic_faces, SYNTHETIC_FACES_VERSION
+        "synthetic-faces", cfg, generate_synthetic_faces, SYNTHETIC_FACES_VERSION,
+        {"num_train_ids": cfg.synth_train_ids},
     )
-    vs = read_lfw(folder, Path(cfg.keypoints) if cfg.keypoints else None)
-    return vs if vs.keypoint_schema else _with_schema(vs)
-
-
-def _with_schema(vs: VerificationSet) -> VerificationSet:
-    from dataclasses import replace
-
-    has = any(r.keypoints is not None for r in vs.images)
-    return replace(vs, keypoint_schema=FACE_KEYPOINTS) if has else vs
+    landmarks = Path(cfg.keypoints) if cfg.keypoints else folder / "landmarks.csv"
+    verification = read_lfw(folder, landmarks)
+    keypoints = read_keypoints_csv(landmarks) if landmarks.is_file() else {}
+    train = read_identity_folders(folder / "train", folder, keypoints)
+    return FaceSplit(
+        "synthetic-faces", folder, train, verification,
+        FACE_KEYPOINTS if keypoints else None,
+    )

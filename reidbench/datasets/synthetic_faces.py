@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,9 @@ from reidbench.errors import ConfigError, DatasetError
 
 logger = logging.getLogger(__name__)
 
-SYNTHETIC_FACES_VERSION = 1
+SYNTHETIC_FACES_VERSION = 2  # 2: adds the train/ identities
 DEFAULT_IDS = 200
+DEFAULT_TRAIN_IDS = 300  # disjoint training identities written to train/<Name>/
 GENERATOR_NAME = "synthetic-faces"
 IMAGE_SIZE = 112
 JPEG_QUALITY = 92
@@ -716,6 +718,35 @@ def _images_per_identity(rng: np.random.Generator) -> int:
     return int(rng.choice(np.arange(1, 9), p=p))
 
 
+def _train_images_per_identity(rng: np.random.Generator) -> int:
+    """Training identities get 4-10 images, as face training sets have several per person."""
+    return int(rng.integers(4, 11))
+
+
+def _write_identity(
+    stage: Path, split: str, id_seq: np.random.SeedSequence, taken: set[str],
+    landmarks: dict[str, np.ndarray], images_per_identity: Callable[[np.random.Generator], int],
+) -> tuple[str, int]:
+    """Draw one person (unique name) and write their images to ``stage/split/<Name>/``."""
+    look_seq, images_seq = id_seq.spawn(2)
+    rng = np.random.default_rng(look_seq)
+    name = _sample_name(rng)
+    while name in taken:
+        name = _sample_name(rng)
+    taken.add(name)
+    identity = sample_identity(rng, name)
+    count = images_per_identity(rng)
+    folder = stage / split / name
+    folder.mkdir()
+    for k, img_seq in enumerate(images_seq.spawn(count), start=1):
+        view = sample_view(identity, np.random.default_rng(img_seq))
+        image, kps = render_face(identity, view)
+        file_name = f"{name}_{k:04d}.jpg"
+        Image.fromarray(image).save(folder / file_name, quality=JPEG_QUALITY)
+        landmarks[f"{split}/{name}/{file_name}"] = kps
+    return name, count
+
+
 def _make_pairs(
     names: list[str], counts: list[int], folds: int, per_fold: int, rng: np.random.Generator
 ) -> list[tuple[list[tuple[str, int, int]], list[tuple[str, int, str, int]]]]:
@@ -790,7 +821,7 @@ def _check_overwrite(root: Path) -> None:
             ours = json.loads(manifest.read_text()).get("generator") == GENERATOR_NAME
         except (OSError, ValueError, AttributeError):
             ours = False
-    clash = [p for p in ("lfw", "pairs.txt", "landmarks.csv") if (root / p).exists()]
+    clash = [p for p in ("lfw", "train", "pairs.txt", "landmarks.csv") if (root / p).exists()]
     if clash and not ours:
         raise DatasetError(
             f"synthetic-faces: {root} already holds {', '.join(clash)} without a synthetic-faces "
@@ -801,15 +832,18 @@ def _check_overwrite(root: Path) -> None:
 
 def generate_synthetic_faces(
     root: Path, seed: int = 0, num_ids: int = DEFAULT_IDS, folds: int = 10,
-    pairs_per_fold: int = 30,
+    pairs_per_fold: int = 30, num_train_ids: int = DEFAULT_TRAIN_IDS,
 ) -> dict:
     """Write a synthetic face verification set in the LFW layout under ``root``.
 
     Writes ``lfw/<Name>/<Name>_NNNN.jpg`` (112x112 RGB), ``pairs.txt`` (original LFW format,
     ``folds`` identity-disjoint folds of ``pairs_per_fold`` matched then ``pairs_per_fold``
     mismatched lines), ``landmarks.csv`` (5 ArcFace points per image, normalised) and, last,
-    ``manifest.json``. An existing synthetic set at ``root`` is replaced; everything is written
-    to a staging folder first and swapped in. Returns the manifest.
+    ``manifest.json``. Beside the LFW part it writes a training set of ``num_train_ids`` other
+    people in the folder-per-identity layout of face training sets (CASIA-WebFace style),
+    ``train/<Name>/<Name>_NNNN.jpg``, 4-10 images each, landmarks in the same CSV; no training
+    identity appears in ``lfw/``. An existing synthetic set at ``root`` is replaced; everything
+    is written to a staging folder first and swapped in. Returns the manifest.
     """
     if folds < 1 or pairs_per_fold < 1 or num_ids < 2 * folds:
         raise ConfigError(
@@ -825,31 +859,22 @@ def generate_synthetic_faces(
     if stage.exists():
         shutil.rmtree(stage)
     (stage / "lfw").mkdir(parents=True)
+    (stage / "train").mkdir()
 
-    ids_seq, pairs_seq = np.random.SeedSequence(seed).spawn(2)
+    # the third child leaves the first two (and so the LFW part) as in version 1
+    ids_seq, pairs_seq, train_seq = np.random.SeedSequence(seed).spawn(3)
     names: list[str] = []
     counts: list[int] = []
     landmarks: dict[str, np.ndarray] = {}
     taken: set[str] = set()
     for id_seq in ids_seq.spawn(num_ids):
-        look_seq, images_seq = id_seq.spawn(2)
-        rng = np.random.default_rng(look_seq)
-        name = _sample_name(rng)
-        while name in taken:
-            name = _sample_name(rng)
-        taken.add(name)
-        identity = sample_identity(rng, name)
-        count = _images_per_identity(rng)
-        folder = stage / "lfw" / name
-        folder.mkdir()
-        for k, img_seq in enumerate(images_seq.spawn(count), start=1):
-            view = sample_view(identity, np.random.default_rng(img_seq))
-            image, kps = render_face(identity, view)
-            file_name = f"{name}_{k:04d}.jpg"
-            Image.fromarray(image).save(folder / file_name, quality=JPEG_QUALITY)
-            landmarks[f"lfw/{name}/{file_name}"] = kps
+        name, count = _write_identity(stage, "lfw", id_seq, taken, landmarks, _images_per_identity)
         names.append(name)
         counts.append(count)
+    train_counts = [
+        _write_identity(stage, "train", id_seq, taken, landmarks, _train_images_per_identity)[1]
+        for id_seq in train_seq.spawn(num_train_ids)
+    ]
 
     blocks = _make_pairs(names, counts, folds, pairs_per_fold, np.random.default_rng(pairs_seq))
     (stage / "pairs.txt").write_text(_pairs_text(blocks, pairs_per_fold))
@@ -869,13 +894,17 @@ def generate_synthetic_faces(
             "matched_pairs": folds * pairs_per_fold,
             "mismatched_pairs": folds * pairs_per_fold,
             "pairs": 2 * folds * pairs_per_fold,
+            "train_identities": num_train_ids,
+            "num_train_ids": num_train_ids,
+            "train_images": int(sum(train_counts)),
         },
         "image_size": [IMAGE_SIZE, IMAGE_SIZE],
         "landmarks": list(FACE_KEYPOINTS.names),
     }
-    if (root / "lfw").exists():
-        shutil.rmtree(root / "lfw")
-    os.replace(stage / "lfw", root / "lfw")
+    for folder in ("lfw", "train"):
+        if (root / folder).exists():
+            shutil.rmtree(root / folder)
+        os.replace(stage / folder, root / folder)
     os.replace(stage / "pairs.txt", root / "pairs.txt")
     os.replace(stage / "landmarks.csv", root / "landmarks.csv")
     tmp = stage / "manifest.json"

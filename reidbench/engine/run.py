@@ -11,12 +11,13 @@ import torch
 
 from reidbench.config import RunConfig, from_dict, load_yaml, save_config
 from reidbench.data.loader import ImageDataset
-from reidbench.datasets.base import ReidSplit
+from reidbench.datasets.base import FaceSplit, ReidSplit
 from reidbench.datasets.catalog import build_dataset
 from reidbench.engine.checkpoint import CHECKPOINT
 from reidbench.engine.trainer import eval_transform, keypoint_count, select_device, train
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.reid import evaluate_reid, extract_features
+from reidbench.evaluation.verification import evaluate_verification
 from reidbench.reporting.io import atomic_write_json
 from reidbench.reporting.records import (
     CONFIG,
@@ -103,17 +104,16 @@ def run_experiment(
         torch.set_num_threads(cfg.train.threads)
     device = select_device(cfg.train.device)
     split = build_dataset(cfg.data)
-    if not isinstance(split, ReidSplit):
+    if not isinstance(split, (ReidSplit, FaceSplit)):
         raise ReidbenchError(
-            f"dataset {cfg.data.name!r} is a verification set; `reidbench run` trains on re-ID "
-            "splits (query/gallery) so far"
+            f"dataset {cfg.data.name!r} has pairs to verify but no training identities; "
+            "`reidbench run` needs a re-ID split or a face set with a train/ part"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / CONFIG)
     atomic_write_json(run_dir / ENVIRONMENT, environment(device))
-    log.info("run %s: %s on %s (%d train ids, %d/%d/%d images) on %s", run_dir.name,
-             cfg.model.name, cfg.data.name, split.num_train_pids, len(split.train),
-             len(split.query), len(split.gallery), device)
+    log.info("run %s: %s on %s (%d train ids, %d train images) on %s", run_dir.name,
+             cfg.model.name, cfg.data.name, split.num_train_pids, len(split.train), device)
 
     state = train(cfg, split, run_dir, device, resume=resume, progress=progress)
     metrics, eval_seconds = evaluate_state(cfg, split, state.model, device, progress)
@@ -132,18 +132,28 @@ def run_experiment(
 
 
 def evaluate_state(
-    cfg: RunConfig, split: ReidSplit, model: torch.nn.Module, device: torch.device,
+    cfg: RunConfig, split: ReidSplit | FaceSplit, model: torch.nn.Module, device: torch.device,
     progress: bool = True,
 ) -> tuple[dict[str, Any], float]:
+    """Re-ID metrics (query vs gallery) or verification metrics (pairs), and the seconds taken."""
     start = time.perf_counter()
     k = keypoint_count(split)
     tf = eval_transform(cfg)
+    if isinstance(split, FaceSplit):
+        vs = split.verification
+        feats = extract_features(model, ImageDataset(vs.images, tf, k), cfg.eval.batch_size,
+                                 device, "pair image features", progress)
+        metrics = {"task": "verification", **evaluate_verification(vs, feats)}
+        log.info("verification: %d pairs, %d-fold accuracy %.4f +- %.4f, AUC %.4f",
+                 metrics["num_pairs"], metrics["num_folds"], metrics["accuracy"],
+                 metrics["accuracy_std"], metrics["auc"])
+        return metrics, time.perf_counter() - start
     query = extract_features(model, ImageDataset(split.query, tf, k), cfg.eval.batch_size,
                              device, "query features", progress)
     gallery = extract_features(model, ImageDataset(split.gallery, tf, k), cfg.eval.batch_size,
                                device, "gallery features", progress)
     result = evaluate_reid(query, gallery, cfg.eval.metric, cfg.eval.max_rank)
-    metrics = result.as_dict()
+    metrics = {"task": "reid", **result.as_dict()}
     metrics.update({"metric": cfg.eval.metric, "num_query": len(split.query),
                     "num_gallery": len(split.gallery)})
     return metrics, time.perf_counter() - start

@@ -24,7 +24,7 @@ from reidbench.config import RunConfig, TrainConfig
 from reidbench.data.loader import ImageDataset, batch_keypoints, make_loader
 from reidbench.data.sampler import PKSampler
 from reidbench.data.transforms import Transform
-from reidbench.datasets.base import ReidSplit
+from reidbench.datasets.base import FaceSplit, ReidSplit
 from reidbench.engine.checkpoint import load_checkpoint, save_checkpoint
 from reidbench.errors import ReidbenchError
 from reidbench.losses import CombinedLoss, TrainOutputs, build_loss
@@ -33,6 +33,8 @@ from reidbench.reporting.io import atomic_write_text
 from reidbench.reporting.records import HISTORY
 
 log = logging.getLogger(__name__)
+
+TrainSplit = ReidSplit | FaceSplit  # anything with .train, .keypoint_schema, .num_train_pids
 
 
 class NonFiniteLoss(ReidbenchError):
@@ -63,11 +65,11 @@ def select_device(name: str) -> torch.device:
     return device
 
 
-def keypoint_count(split: ReidSplit) -> int:
+def keypoint_count(split: TrainSplit) -> int:
     return split.keypoint_schema.num_keypoints if split.keypoint_schema else 0
 
 
-def train_transform(cfg: RunConfig, split: ReidSplit) -> Transform:
+def train_transform(cfg: RunConfig, split: TrainSplit) -> Transform:
     d = cfg.data
     perm = tuple(split.keypoint_schema.flip_permutation()) if split.keypoint_schema else None
     return Transform(
@@ -81,6 +83,10 @@ def eval_transform(cfg: RunConfig) -> Transform:
     return Transform(d.height, d.width, d.mean, d.std)
 
 
+# tokens, embeddings and learned default keypoints: decay would pull them towards zero
+NO_DECAY_SUFFIXES = ("cls_token", "pos_embed.embed", "index_embed", "default_logits")
+
+
 def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases, norms, tokens and position embeddings (1-D or named so)."""
     decay, no_decay = [], []
@@ -88,7 +94,7 @@ def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str
         for name, p in module.named_parameters():
             if not p.requires_grad:
                 continue
-            skip = p.ndim <= 1 or name.endswith(("cls_token", "pos_embed.embed"))
+            skip = p.ndim <= 1 or name.endswith(NO_DECAY_SUFFIXES)
             (no_decay if skip else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
@@ -109,7 +115,7 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     return factor
 
 
-def build_state(cfg: RunConfig, split: ReidSplit, steps_per_epoch: int) -> TrainState:
+def build_state(cfg: RunConfig, split: TrainSplit, steps_per_epoch: int) -> TrainState:
     model = build_model(cfg.model, (cfg.data.height, cfg.data.width), keypoint_count(split))
     loss = build_loss(cfg.loss, model.dim, split.num_train_pids)
     optimizer = torch.optim.AdamW(
@@ -120,7 +126,7 @@ def build_state(cfg: RunConfig, split: ReidSplit, steps_per_epoch: int) -> Train
 
 
 def train(
-    cfg: RunConfig, split: ReidSplit, run_dir: Path, device: torch.device,
+    cfg: RunConfig, split: TrainSplit, run_dir: Path, device: torch.device,
     resume: bool = False, progress: bool = True,
 ) -> TrainState:
     """Train ``cfg.model`` on ``split.train``; checkpoint to ``run_dir`` after every epoch."""

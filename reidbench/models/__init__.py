@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from reidbench.config import ModelConfig
-from reidbench.models import vit  # noqa: F401  (registers the ViT variants)
+from reidbench.models import cnn, poster, vit  # noqa: F401  (register ViT variants, poster, CNNs)
 from reidbench.models.heads import BNNeck, Classifier, EmbeddingModel
 from reidbench.registry import MODELS
 

@@ -15,7 +15,10 @@ from torch import nn
 from reidbench.config import ModelConfig
 from reidbench.errors import ConfigError
 from reidbench.layers import AbsolutePositionEmbedding, AttentionContext, Block, PatchEmbed
+from reidbench.layers.irpe import IRPEConfig, irpe_factory
+from reidbench.layers.kprpe import kprpe_factory
 from reidbench.layers.position import RelativePosition
+from reidbench.layers.rpe import shaw_factory
 from reidbench.registry import MODELS
 
 # (embed_dim, depth, num_heads); nano is the CPU-friendly size of the synthetic benchmark
@@ -122,7 +125,64 @@ def _build_vit(
     )
 
 
+def _absolute(cfg: ModelConfig) -> str | None:
+    if cfg.ape not in ("learned", "sincos", "none"):
+        raise ConfigError(f"unknown model.ape {cfg.ape!r}; expected learned, sincos or none")
+    return None if cfg.ape == "none" else cfg.ape
+
+
+def _head_dim(cfg: ModelConfig) -> tuple[int, int]:
+    cfg = _resolve_size(cfg)
+    assert cfg.embed_dim and cfg.num_heads
+    return cfg.embed_dim // cfg.num_heads, cfg.num_heads
+
+
 @MODELS.register("ape")
 def ape(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None = None) -> nn.Module:
-    """Absolute position embeddings only (learned, or sin-cos with ``model.ape=sincos``)."""
-    return _build_vit(cfg, img_size, absolute=cfg.ape)
+    """Absolute position embeddings only (learned, or 2D sin-cos with ``model.ape=sincos``)."""
+    return _build_vit(cfg, img_size, absolute=_absolute(cfg))
+
+
+@MODELS.register("rpe")
+def rpe(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None = None) -> nn.Module:
+    """Shaw et al. (2018) relative representations in 2D: clipped row and column offsets index
+    learned embeddings added to the keys (``model.rel.on_values=true``: and values), on top of
+    the absolute embeddings."""
+    head_dim, heads = _head_dim(cfg)
+    factory = shaw_factory(head_dim, heads, cfg.rel.max_distance, cfg.rel.on_values,
+                           cfg.rel.shared_head)
+    return _build_vit(cfg, img_size, absolute=_absolute(cfg), rel_pos=factory)
+
+
+def irpe_config(cfg: ModelConfig) -> IRPEConfig:
+    """The iRPE settings of ``model.rel`` (ConfigError for invalid combinations)."""
+    r = cfg.rel
+    try:
+        return IRPEConfig(ratio=r.ratio, method=r.method, mapping=r.mapping, mode=r.mode, on=r.on,
+                          shared_head=r.shared_head, skip=VisionTransformer.num_prefix_tokens)
+    except ValueError as exc:
+        raise ConfigError(f"model.rel: {exc}") from None
+
+
+@MODELS.register("irpe")
+def irpe(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None = None) -> nn.Module:
+    """iRPE (Wu et al., ICCV 2021), configured by ``model.rel`` (default: contextual product
+    method on keys, ratio 1.9), on top of the absolute embeddings."""
+    head_dim, heads = _head_dim(cfg)
+    factory = irpe_factory(irpe_config(cfg), head_dim, heads)
+    return _build_vit(cfg, img_size, absolute=_absolute(cfg), rel_pos=factory)
+
+
+@MODELS.register("kprpe")
+def kprpe(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None = None) -> nn.Module:
+    """KP-RPE (Kim et al., CVPR 2024): iRPE-product bias tables computed from each patch's
+    offsets to the image's keypoints, on top of the absolute embeddings. Without keypoints the
+    keypoint term is dropped (the static per-layer bias remains; see ``layers.kprpe``). A
+    dataset without keypoints builds it for one keypoint and always uses that fallback."""
+    resolved = _resolve_size(cfg)
+    assert resolved.depth and resolved.num_heads
+    shared, factory = kprpe_factory(max(1, num_keypoints or 0), resolved.depth,
+                                    resolved.num_heads, cfg.rel.ratio)
+    model = _build_vit(cfg, img_size, absolute=_absolute(cfg), rel_pos=factory)
+    model.kprpe = shared  # registered once, read by every block's term
+    return model

@@ -18,9 +18,13 @@ log = logging.getLogger(__name__)
 
 # column -> where it comes from; documented in results/README.md
 COLUMNS = [
-    "dataset", "model", "size", "mAP", "mINP", "rank1", "rank5", "rank10", "num_valid_queries",
+    "dataset", "task", "model", "size",
+    "mAP", "mINP", "rank1", "rank5", "rank10", "num_valid_queries",  # re-ID rows
+    "accuracy", "accuracy_std", "auc", "eer", "tar_at_far_1e-2", "num_pairs",  # verification rows
     "params", "epochs", "seed", "train_seconds", "eval_seconds", "device", "git_commit", "run_id",
 ]
+REID = ("mAP", "mINP", "rank1", "rank5", "rank10", "num_valid_queries")
+VERIFICATION = ("accuracy", "accuracy_std", "auc", "eer", "num_pairs")
 
 
 def run_row(run_dir: Path) -> dict[str, Any]:
@@ -30,16 +34,19 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     timings = json.loads((run_dir / TIMINGS).read_text()) if (run_dir / TIMINGS).is_file() else {}
     env = json.loads((run_dir / ENVIRONMENT).read_text()) if (run_dir / ENVIRONMENT).is_file() else {}
     commit = (env.get("git") or {}).get("commit") or ""
-    return {
+    task = metrics.get("task", "reid")
+    row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
+    if task == "verification":
+        row.update({k: metrics[k] for k in VERIFICATION})
+        tar = metrics.get("tar_at_far", {}).get("0.01")
+        row["tar_at_far_1e-2"] = "" if tar is None else tar
+    else:
+        row.update({k: metrics[k] for k in REID})
+    return row | {
         "dataset": cfg["data"]["name"],
+        "task": task,
         "model": cfg["model"]["name"],
         "size": cfg["model"]["size"],
-        "mAP": metrics["mAP"],
-        "mINP": metrics["mINP"],
-        "rank1": metrics["rank1"],
-        "rank5": metrics["rank5"],
-        "rank10": metrics["rank10"],
-        "num_valid_queries": metrics["num_valid_queries"],
         "params": metrics.get("params", ""),
         "epochs": metrics.get("epochs", cfg["train"]["epochs"]),
         "seed": cfg["train"]["seed"],
@@ -52,14 +59,16 @@ def run_row(run_dir: Path) -> dict[str, Any]:
 
 
 def collect_rows(runs_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of every complete run, best mAP first within each dataset; and the skipped runs."""
+    """Rows of every complete run, best first within each dataset (mAP for re-ID, accuracy for
+    verification); and the skipped runs."""
     rows, skipped = [], []
     for run_dir in list_runs(runs_dir, complete=True):
         try:
             rows.append(run_row(run_dir))
         except (KeyError, ValueError, OSError, yaml.YAMLError) as exc:
             skipped.append(f"{run_dir.name}: unreadable record ({exc.__class__.__name__}: {exc})")
-    rows.sort(key=lambda r: (r["dataset"], -float(r["mAP"]), r["run_id"]))
+    rows.sort(key=lambda r: (r["dataset"], -float(r["mAP"] if r["task"] == "reid" else r["accuracy"]),
+                             r["run_id"]))
     return rows, skipped
 
 

@@ -1,0 +1,273 @@
+"""KP-RPE: keypoint relative position encoding (Kim et al., "KeyPoint Relative Position Encoding
+for Face Recognition", CVPR 2024).
+
+iRPE's product method gives every pair of patches (i, j) a bucket ``bucket(i, j)`` from their
+row/column offset; a static table then adds ``table[h, bucket(i, j)]`` to the attention logits.
+KP-RPE makes that table depend on where the face (or body) is: for each query patch i, the
+offsets from the patch centre to the K keypoints go through one linear map whose output is a
+full bucket table per layer and head, and the pair (i, j) reads ``table[b, l, h, i, bucket(i, j)]``.
+When image and keypoints move together, the table moves with them, so attention follows the
+keypoints rather than the absolute grid.
+
+Conventions:
+
+- Offsets. Patch n = r * cols + c (row-major) has centre ((c + 0.5) / cols, (r + 0.5) / rows) in
+  the same normalised (x, y) image coordinates as the keypoints. Its offset to keypoint k is
+  ``centre(n) - keypoint(k)`` (x first, then y), and the (B, N, 2K) offsets are ordered
+  ``[dx_0, dy_0, dx_1, dy_1, ...]`` (keypoint-major, as CVLface does).
+- Map. One linear map 2K -> depth * H * nb (nb = 49 product buckets at ratio 1.9), weight AND
+  bias zero-initialised, computed once per forward pass and shared by every block; its output
+  is read as (B, N, depth, H, nb). It is stored as two raw parameters (``weight``, ``bias``)
+  rather than an ``nn.Linear`` so that a model-wide ``apply(init_fn)`` over ``nn.Linear``
+  modules cannot overwrite the zero initialisation.
+- Prefix (CLS) tokens. Every pair involving a prefix token uses the extra "skip" bucket, whose
+  value is a learned per-layer, per-head scalar ``prefix_bias[l, h]`` (zero-initialised) and does
+  not depend on the keypoints. CVLface's KP-RPE ViT has no CLS token (skip = 0), so this follows
+  iRPE's bias mode for the skip bucket.
+- Fallback without keypoints (``ctx.keypoints is None``): the keypoint-dependent part is dropped
+  and the table is the linear map's bias alone, i.e. ``bias[l, h, bucket(i, j)]``. This is exactly
+  what zero offsets give and is a static iRPE product bias per layer and head, so a model trained
+  with keypoints degrades gracefully to plain iRPE-product attention.
+
+Sharing: ``KeypointRPE`` owns the parameters and the per-forward cache; ``KPRPEBlockTerm`` is a
+thin per-block ``RelativePosition`` view that holds an *unregistered* reference to it (so the
+parameters appear once in ``state_dict``: the ViT must register the ``KeypointRPE`` itself, see
+``kprpe_factory``). The cache is keyed on the ``AttentionContext`` object, the keypoints tensor,
+the parameters' version counters and the grad mode; it is dropped by the last layer, so it never
+outlives a forward pass. ``nn.DataParallel`` is not supported (replicas would share the
+original's reference); DDP is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reidbench.layers.position import AttentionContext, RelativePosition
+from reidbench.layers.rel_index import bucket_ids, num_buckets
+
+METHOD = "product"
+MAPPING = "piecewise"
+
+
+@lru_cache(maxsize=32)
+def patch_centres(grid: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(N, 2) centres (x, y) = ((c + 0.5) / cols, (r + 0.5) / rows) of the row-major patches.
+
+    Cached per (grid, device, dtype); do not modify the result.
+    """
+    rows, cols = grid
+    ys = (torch.arange(rows, dtype=torch.float64) + 0.5) / rows
+    xs = (torch.arange(cols, dtype=torch.float64) + 0.5) / cols
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")  # (rows, cols)
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1).to(device=device, dtype=dtype)
+
+
+def keypoint_offsets(keypoints: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Offsets from every patch centre to every keypoint.
+
+    Args:
+        keypoints: (B, K, 2) keypoints (x, y) normalised to [0, 1] in the image.
+        grid: (rows, cols) of the patch grid.
+
+    Returns:
+        (B, N, 2K) with ``out[b, n, 2k:2k + 2] = centre(n) - keypoints[b, k]`` (x, y), N = rows * cols.
+    """
+    if keypoints.ndim != 3 or keypoints.shape[-1] != 2:
+        raise ValueError(f"keypoints must be (B, K, 2), got {tuple(keypoints.shape)}")
+    centres = patch_centres(tuple(grid), keypoints.device, keypoints.dtype)  # (N, 2)
+    diff = centres[None, :, None, :] - keypoints[:, None, :, :]  # (B, N, K, 2)
+    return diff.flatten(2)
+
+
+class _Cache(NamedTuple):
+    ctx: AttentionContext  # held (not its id) so a new context can never alias it
+    keypoints: torch.Tensor | None
+    key: tuple[int, int, bool]  # weight version, bias version, grad mode
+    tables: torch.Tensor
+
+
+class KeypointRPE(nn.Module):
+    """Shared keypoint -> bucket-table map of KP-RPE for all blocks of one ViT.
+
+    Args:
+        num_keypoints: K, keypoints per image.
+        depth: number of transformer blocks (one table per block).
+        num_heads: attention heads per block.
+        ratio: iRPE piecewise ratio (alpha:beta:gamma = 1:2:8 times it); 1.9 gives 49 buckets.
+
+    Parameters (all zero-initialised, so a fresh module adds exactly zero to the logits):
+        weight: (depth * H * nb, 2K) and bias: (depth * H * nb,) of the linear map, output read
+            as (depth, H, nb).
+        prefix_bias: (depth, H) value of the skip bucket (pairs with a prefix/CLS token).
+    """
+
+    def __init__(self, num_keypoints: int, depth: int, num_heads: int, ratio: float = 1.9) -> None:
+        super().__init__()
+        if num_keypoints < 1 or depth < 1 or num_heads < 1:
+            raise ValueError(
+                f"num_keypoints, depth and num_heads must be >= 1, got {num_keypoints}, {depth}, {num_heads}"
+            )
+        self.num_keypoints, self.depth, self.num_heads = num_keypoints, depth, num_heads
+        self.ratio = float(ratio)
+        self.num_buckets = num_buckets(METHOD, self.ratio)  # patch buckets, skip excluded
+        out = depth * num_heads * self.num_buckets
+        self.weight = nn.Parameter(torch.zeros(out, 2 * num_keypoints))
+        self.bias = nn.Parameter(torch.zeros(out))
+        self.prefix_bias = nn.Parameter(torch.zeros(depth, num_heads))
+        self._cache: _Cache | None = None  # tables of the current forward pass, see ``tables``
+
+    def __getstate__(self) -> dict[str, object]:
+        """Copies and pickles never carry the per-forward cache (it may hold a live graph)."""
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        return state
+
+    def reset_parameters(self) -> None:
+        """Zero every parameter (the published initialisation)."""
+        with torch.no_grad():
+            self.weight.zero_()
+            self.bias.zero_()
+            self.prefix_bias.zero_()
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_keypoints={self.num_keypoints}, depth={self.depth}, num_heads={self.num_heads}, "
+            f"ratio={self.ratio}, num_buckets={self.num_buckets}"
+        )
+
+    def block_term(self, layer: int) -> KPRPEBlockTerm:
+        """The ``RelativePosition`` of block ``layer`` (0-based); usable as the ViT's factory."""
+        return KPRPEBlockTerm(self, layer)
+
+    def compute_tables(self, ctx: AttentionContext) -> torch.Tensor:
+        """Uncached tables of all layers.
+
+        Returns:
+            (B, N, depth, H, nb) from the keypoints, or (1, 1, depth, H, nb) (the bias alone,
+            broadcasting over batch and query patch) when ``ctx.keypoints`` is None.
+        """
+        shape = (self.depth, self.num_heads, self.num_buckets)
+        kp = ctx.keypoints
+        if kp is None:
+            return self.bias.view(1, 1, *shape)
+        if kp.ndim != 3 or kp.shape[1:] != (self.num_keypoints, 2):
+            raise ValueError(
+                f"KP-RPE expects keypoints of shape (B, {self.num_keypoints}, 2), got {tuple(kp.shape)}"
+            )
+        offsets = keypoint_offsets(kp.to(self.weight.dtype), ctx.grid)  # (B, N, 2K)
+        out = F.linear(offsets, self.weight, self.bias)  # (B, N, depth * H * nb)
+        return out.view(*out.shape[:2], *shape)
+
+    def tables(self, ctx: AttentionContext) -> torch.Tensor:
+        """``compute_tables(ctx)``, computed once per forward pass and reused by every block.
+
+        Recomputed whenever the context object, its keypoints tensor, a parameter's version
+        (an optimizer step or load_state_dict) or the grad mode differ from the cached call.
+        """
+        key = (self.weight._version, self.bias._version, torch.is_grad_enabled())
+        cached = self._cache
+        if (
+            cached is not None and cached.ctx is ctx and cached.keypoints is ctx.keypoints
+            and cached.key == key
+        ):
+            return cached.tables
+        self._cache = None  # release the previous pass's tables before computing new ones
+        tables = self.compute_tables(ctx)
+        self._cache = _Cache(ctx, ctx.keypoints, key, tables)
+        return tables
+
+    def clear_cache(self) -> None:
+        """Drop the cached tables (done automatically after the last layer of a forward pass)."""
+        self._cache = None
+
+    def layer_bias(self, layer: int, ctx: AttentionContext, batch: int) -> torch.Tensor:
+        """The bias block ``layer`` adds to its attention logits.
+
+        Args:
+            layer: block index in [0, depth).
+            ctx: the forward pass's context (grid, prefix tokens, keypoints or None).
+            batch: B of the attention input.
+
+        Returns:
+            (B, H, T, T) with T = num_prefix_tokens + rows * cols; ``out[b, h, i, j]`` =
+            ``table[b, layer, h, i, bucket(i, j)]`` for patch pairs and ``prefix_bias[layer, h]``
+            for pairs with a prefix token. Without keypoints it is one (1, H, T, T) tensor
+            expanded over the batch (a view).
+        """
+        if not 0 <= layer < self.depth:
+            raise IndexError(f"layer {layer} out of range for KP-RPE of depth {self.depth}")
+        tables = self.tables(ctx)
+        if layer == self.depth - 1:
+            self.clear_cache()
+        rows, cols = ctx.grid
+        n, skip, h = rows * cols, ctx.num_prefix_tokens, self.num_heads
+        t = skip + n
+        ids = bucket_ids((rows, cols), METHOD, self.ratio, MAPPING, skip, tables.device)  # (T, T)
+        tab = tables[:, :, layer].permute(0, 2, 1, 3)  # (B', H, N', nb); B' in {1, B}, N' in {1, N}
+        b_tab = tab.shape[0]
+        if tab.shape[2] == 1:
+            tab = tab.expand(b_tab, h, n, self.num_buckets)
+        if skip:
+            # extended table: patch query rows get the skip bucket as an extra column, prefix
+            # query rows only ever read the skip bucket
+            pre = self.prefix_bias[layer].to(tab.dtype).view(1, h, 1, 1)
+            tab = torch.cat([tab, pre.expand(b_tab, h, n, 1)], dim=-1)  # (B', H, N, nb + 1)
+            tab = torch.cat([pre.expand(b_tab, h, skip, self.num_buckets + 1), tab], dim=-2)
+        bias = torch.gather(tab, -1, ids.view(1, 1, t, t).expand(b_tab, h, t, t))  # (B', H, T, T)
+        if b_tab == 1 and batch != 1:
+            bias = bias.expand(batch, h, t, t)
+        elif b_tab != batch:
+            raise ValueError(f"keypoints have batch {b_tab} but attention has batch {batch}")
+        return bias
+
+
+class KPRPEBlockTerm(RelativePosition):
+    """Per-block view of a shared ``KeypointRPE``: adds its layer's bias to the attention logits.
+
+    Args:
+        owner: the shared module (held by reference, not registered as a submodule).
+        layer: this block's index in [0, owner.depth).
+    """
+
+    owner: KeypointRPE
+
+    def __init__(self, owner: KeypointRPE, layer: int) -> None:
+        super().__init__()
+        if not 0 <= layer < owner.depth:
+            raise IndexError(f"layer {layer} out of range for KP-RPE of depth {owner.depth}")
+        self.__dict__["owner"] = owner  # plain attribute: parameters stay owned by the ViT once
+        self.layer = layer
+
+    def extra_repr(self) -> str:
+        return f"layer={self.layer}, depth={self.owner.depth}"
+
+    def logits_bias(
+        self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
+    ) -> torch.Tensor:
+        """(B, H, T, T) KP-RPE bias of this block; q, k: (B, H, T, d)."""
+        b, heads, t, _ = q.shape
+        rows, cols = ctx.grid
+        if heads != self.owner.num_heads or t != ctx.num_prefix_tokens + rows * cols:
+            raise ValueError(
+                f"KP-RPE built for {self.owner.num_heads} heads on grid {ctx.grid} with "
+                f"{ctx.num_prefix_tokens} prefix tokens, got q of shape {tuple(q.shape)}"
+            )
+        return self.owner.layer_bias(self.layer, ctx, b)
+
+
+def kprpe_factory(
+    num_keypoints: int, depth: int, num_heads: int, ratio: float = 1.9
+) -> tuple[KeypointRPE, Callable[[int], RelativePosition]]:
+    """A shared ``KeypointRPE`` and the per-block factory ``layer -> KPRPEBlockTerm``.
+
+    Register the returned module as a submodule of the ViT (its parameters are trained and saved
+    there only) and pass the callable as the ViT's ``rel_pos`` factory.
+    """
+    shared = KeypointRPE(num_keypoints, depth, num_heads, ratio)
+    return shared, shared.block_term

@@ -1,0 +1,57 @@
+"""Model table: parameter counts, FLOPs (multiply-add = 2) and the text layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import reidbench.models.cnn  # noqa: F401  (registers osnet, resnet50)
+import reidbench.models.poster  # noqa: F401  (registers poster)
+from reidbench.config import ModelConfig
+from reidbench.models import build_model
+from reidbench.reporting.model_table import count_flops, format_table, model_rows
+
+TINY = dict(size="nano", depth=2, embed_dim=32, num_heads=2, patch_size=8)
+
+
+def test_rows_for_vits_count_params_and_flops() -> None:
+    rows = model_rows(["ape", "poster"], (128, 64), 5, TINY)
+    assert [r["name"] for r in rows] == ["ape", "poster"]
+    for row in rows:
+        model = build_model(ModelConfig(name=row["name"], **TINY), (128, 64), 5)
+        total = sum(p.numel() for p in model.parameters())
+        assert row["params"] == total > 0
+        assert row["trainable_params"] == total - 32  # the BN neck's frozen shift
+        assert row["gflops"] > 0 and row["embed_dim"] == 32
+    ape, poster = rows
+    assert poster["params"] > ape["params"] and poster["gflops"] > ape["gflops"]
+
+
+def test_ape_flops_match_the_closed_form() -> None:
+    d, depth, t, n = 32, 2, 1 + 16 * 8, 16 * 8
+    patch = 2 * n * (3 * 8 * 8) * d
+    block = 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * 4 * d
+    (row,) = model_rows(["ape"], (128, 64), None, ModelConfig(**TINY))
+    assert row["gflops"] * 1e9 == pytest.approx(patch + depth * block, rel=1e-12)
+
+
+def test_count_flops_is_two_per_multiply_add() -> None:
+    assert count_flops(torch.nn.Linear(16, 8), torch.randn(3, 16)) == 2 * 3 * 16 * 8
+
+
+def test_cnn_row() -> None:
+    (row,) = model_rows(["osnet"], (64, 32), None, {"size": "nano"})
+    assert row["embed_dim"] == 512 and row["gflops"] > 0 and row["params"] > row["trainable_params"]
+
+
+def test_format_table_is_aligned() -> None:
+    rows = [
+        {"name": "ape", "params": 1234567, "trainable_params": 1234000, "gflops": 0.5, "embed_dim": 128},
+        {"name": "resnet50", "params": 12, "trainable_params": 12, "gflops": 12.34567, "embed_dim": 2048},
+    ]
+    lines = format_table(rows).splitlines()
+    assert lines[0].split() == ["model", "params", "trainable", "GFLOPs", "dim"]
+    assert len(lines) == 4 and len({len(line) for line in lines}) == 1
+    assert lines[2].split() == ["ape", "1,234,567", "1,234,000", "0.500", "128"]
+    assert lines[3].split() == ["resnet50", "12", "12", "12.346", "2048"]
+    assert lines[2].index("ape") == lines[3].index("resnet50") == 0
