@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reidbench.layers.bucket_attention import bucket_attention
 from reidbench.layers.position import AttentionContext, RelativePosition
 
 
@@ -31,11 +32,18 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos = rel_pos
+        self.max_block = 128  # most query rows per block of bucket_attention
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, t, c = x.shape
         qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, H, T, d)
+        if self.rel_pos is not None and not self.rel_pos.needs_probabilities:
+            terms = self.rel_pos.bucket_terms(q, k, ctx)
+            if terms:  # blocked attention: the (B, H, T, T) bias is never stored whole
+                blocks = -(-t // self.max_block)  # equal blocks of at most max_block rows
+                out = bucket_attention(q, k, v, terms, self.scale, -(-t // blocks))
+                return self.proj(out.transpose(1, 2).reshape(b, t, c))
         bias = self.rel_pos.logits_bias(q, k, ctx) if self.rel_pos is not None else None
         if self.rel_pos is not None and self.rel_pos.needs_probabilities:
             logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, T, T)

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from reidbench.layers.bucket_attention import BucketTerm, explicit_bias
 from reidbench.layers.position import AttentionContext, RelativePosition
 from reidbench.layers.rel_index import MAPPINGS, bucket_ids, num_buckets
-from reidbench.layers.rpe import check_tokens, gather_pairs, scatter_pairs
+from reidbench.layers.rpe import check_tokens, scatter_pairs
 
 IRPE_METHODS = ("euclidean", "quant", "cross", "product")
 IRPE_MODES = ("bias", "contextual")
@@ -142,33 +143,41 @@ class IRPE(RelativePosition):
                              f"{ctx.num_prefix_tokens}; set IRPEConfig.skip to match")
         return bucket_ids(ctx.grid, method, self.cfg.ratio, self.cfg.mapping, self.cfg.skip, device)
 
-    def _transposed_term(self, on: str, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        """term[b, h, i, j] for the query ("k": x = q) or key ("q": x = k) side, unscaled x (B, H, T, d)."""
-        total: torch.Tensor | None = None
+    def _terms(self, on: str, x: torch.Tensor, ctx: AttentionContext) -> list[BucketTerm]:
+        """Bucket tables of the key ("k": x = q) or query ("q": x = k, transposed) encoding.
+
+        Bias mode: the (H|1, buckets) table broadcast over batch and queries. Contextual mode:
+        (x * scale) @ W, a (B, H|1, T, buckets) table, never a (T, T, d) tensor.
+        """
+        terms = []
         for method in self.cfg.table_methods:
-            table = self.tables[f"{on}_{method}"]
+            table = self.tables[f"{on}_{method}"].to(x.dtype)
             ids = self.bucket_ids(method, ctx, x.device)  # (T, T)
             if self.cfg.mode == "bias":
-                term = table[:, ids].unsqueeze(0)  # (1, H|1, T, T)
+                lut = table[None, :, None, :].expand(1, table.shape[0], ids.shape[0], table.shape[1])
             else:
-                lut = (x * self.scale) @ table.to(x.dtype)  # (B, H, T, buckets)
-                term = gather_pairs(lut, ids)  # (B, H, T, T)
-            total = term if total is None else total + term
-        assert total is not None
-        return total if on == "k" else total.transpose(-2, -1)
+                lut = x @ (table * self.scale)  # (B, H|1, T, buckets); no scaled copy of x
+            terms.append(BucketTerm(lut, ids, transposed=on == "q"))
+        return terms
+
+    def bucket_terms(
+        self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
+    ) -> list[BucketTerm] | None:
+        """The query and/or key encodings as bucket tables (None when only values are encoded)."""
+        check_tokens(q, ctx, "IRPE")
+        terms = []
+        if "k" in self.cfg.on:
+            terms += self._terms("k", q, ctx)
+        if "q" in self.cfg.on:
+            terms += self._terms("q", k, ctx)
+        return terms or None
 
     def logits_bias(
         self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
     ) -> torch.Tensor | None:
         """(B|1, H|1, T, T) term on the logits from the query and/or key encodings, or None."""
-        check_tokens(q, ctx, "IRPE")
-        out: torch.Tensor | None = None
-        if "k" in self.cfg.on:
-            out = self._transposed_term("k", q, ctx)
-        if "q" in self.cfg.on:
-            term = self._transposed_term("q", k, ctx)
-            out = term if out is None else out + term
-        return out
+        terms = self.bucket_terms(q, k, ctx)
+        return explicit_bias(terms) if terms else None
 
     def output_term(self, attn: torch.Tensor, ctx: AttentionContext) -> torch.Tensor | None:
         """(B, H, T, d) value encoding sum_j attn_ij r[bucket(i, j)] from (B, H, T, T) probabilities."""

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reidbench.layers.bucket_attention import BucketTerm, explicit_bias
 from reidbench.layers.position import AttentionContext, RelativePosition
 from reidbench.layers.rel_index import bucket_ids, num_buckets
 
@@ -187,7 +188,7 @@ class KeypointRPE(nn.Module):
         self._cache = None
 
     def layer_bias(self, layer: int, ctx: AttentionContext, batch: int) -> torch.Tensor:
-        """The bias block ``layer`` adds to its attention logits.
+        """The bias block ``layer`` adds to its attention logits, as one explicit tensor.
 
         Args:
             layer: block index in [0, depth).
@@ -200,6 +201,13 @@ class KeypointRPE(nn.Module):
             for pairs with a prefix token. Without keypoints it is one (1, H, T, T) tensor
             expanded over the batch (a view).
         """
+        term = self.layer_term(layer, ctx, batch)
+        bias = explicit_bias([term])  # (B', H, T, T)
+        return bias.expand(batch, *bias.shape[1:]) if bias.shape[0] != batch else bias
+
+    def layer_term(self, layer: int, ctx: AttentionContext, batch: int) -> BucketTerm:
+        """Block ``layer``'s bias as a bucket table: (B'|1, H, T, nb + 1) rows, one per query
+        token (prefix rows only ever read the skip bucket), gathered with the (T, T) ids."""
         if not 0 <= layer < self.depth:
             raise IndexError(f"layer {layer} out of range for KP-RPE of depth {self.depth}")
         tables = self.tables(ctx)
@@ -219,12 +227,10 @@ class KeypointRPE(nn.Module):
             pre = self.prefix_bias[layer].to(tab.dtype).view(1, h, 1, 1)
             tab = torch.cat([tab, pre.expand(b_tab, h, n, 1)], dim=-1)  # (B', H, N, nb + 1)
             tab = torch.cat([pre.expand(b_tab, h, skip, self.num_buckets + 1), tab], dim=-2)
-        bias = torch.gather(tab, -1, ids.view(1, 1, t, t).expand(b_tab, h, t, t))  # (B', H, T, T)
-        if b_tab == 1 and batch != 1:
-            bias = bias.expand(batch, h, t, t)
-        elif b_tab != batch:
+        if b_tab not in (1, batch):
             raise ValueError(f"keypoints have batch {b_tab} but attention has batch {batch}")
-        return bias
+        assert ids.shape == (t, t)
+        return BucketTerm(tab, ids)
 
 
 class KPRPEBlockTerm(RelativePosition):
@@ -247,18 +253,28 @@ class KPRPEBlockTerm(RelativePosition):
     def extra_repr(self) -> str:
         return f"layer={self.layer}, depth={self.owner.depth}"
 
+    def bucket_terms(
+        self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
+    ) -> list[BucketTerm]:
+        """This block's KP-RPE bias as one bucket table (see ``KeypointRPE.layer_term``)."""
+        self._check(q, ctx)
+        return [self.owner.layer_term(self.layer, ctx, q.shape[0])]
+
     def logits_bias(
         self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
     ) -> torch.Tensor:
         """(B, H, T, T) KP-RPE bias of this block; q, k: (B, H, T, d)."""
-        b, heads, t, _ = q.shape
+        self._check(q, ctx)
+        return self.owner.layer_bias(self.layer, ctx, q.shape[0])
+
+    def _check(self, q: torch.Tensor, ctx: AttentionContext) -> None:
+        _, heads, t, _ = q.shape
         rows, cols = ctx.grid
         if heads != self.owner.num_heads or t != ctx.num_prefix_tokens + rows * cols:
             raise ValueError(
                 f"KP-RPE built for {self.owner.num_heads} heads on grid {ctx.grid} with "
                 f"{ctx.num_prefix_tokens} prefix tokens, got q of shape {tuple(q.shape)}"
             )
-        return self.owner.layer_bias(self.layer, ctx, b)
 
 
 def kprpe_factory(

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from reidbench.layers.bucket_attention import BucketTerm
+
 
 @dataclass(frozen=True)
 class AttentionContext:
@@ -23,7 +25,19 @@ class AttentionContext:
 
 
 class RelativePosition(nn.Module):
-    """Base class: contributes nothing. Subclasses override one or both hooks."""
+    """Base class: contributes nothing. Subclasses override the hooks they need.
+
+    Encodings whose logits term is a gather from small per-query bucket tables implement
+    ``bucket_terms``; attention then runs the blocked ``bucket_attention`` and never stores the
+    (B, H, T, T) bias. ``logits_bias`` is the explicit form, used when probabilities are needed
+    anyway (``needs_probabilities``) and by encodings without a bucket form.
+    """
+
+    def bucket_terms(
+        self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
+    ) -> list[BucketTerm] | None:
+        """The logits term as bucket tables (see ``layers.bucket_attention``), or None."""
+        return None
 
     def logits_bias(
         self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext

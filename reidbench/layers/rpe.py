@@ -23,6 +23,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from reidbench.layers.bucket_attention import BucketTerm, explicit_bias
 from reidbench.layers.position import AttentionContext, RelativePosition
 from reidbench.layers.rel_index import grid_offsets
 
@@ -106,16 +107,23 @@ class ShawRPE(RelativePosition):
         """(T, T) row and column table indices of every pair for the grid of ``ctx`` (cached)."""
         return _axis_ids(tuple(ctx.grid), ctx.num_prefix_tokens, self.max_distance, device)
 
+    def bucket_terms(
+        self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
+    ) -> list[BucketTerm]:
+        """The key term s q_i . a^K_ij as two bucket tables, one per axis: (s q) @ table^T gives
+        (B, H, T, 2k + 2), gathered with the clipped row / column offset of each pair."""
+        check_tokens(q, ctx, "ShawRPE")
+        rows, cols = self.axis_ids(ctx, q.device)
+        # the scale goes on the small tables, so no scaled copy of q is kept for backward
+        lut_r = q @ (self.key_rows.to(q.dtype) * self.scale).transpose(-2, -1)  # (B, H, T, 2k + 2)
+        lut_c = q @ (self.key_cols.to(q.dtype) * self.scale).transpose(-2, -1)
+        return [BucketTerm(lut_r, rows), BucketTerm(lut_c, cols)]
+
     def logits_bias(
         self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
     ) -> torch.Tensor | None:
         """(B, H, T, T) term s q_i . a^K_ij from unscaled queries q (B, H, T, d)."""
-        check_tokens(q, ctx, "ShawRPE")
-        rows, cols = self.axis_ids(ctx, q.device)
-        qs = q * self.scale
-        lut_r = qs @ self.key_rows.to(q.dtype).transpose(-2, -1)  # (B, H, T, 2k + 2)
-        lut_c = qs @ self.key_cols.to(q.dtype).transpose(-2, -1)
-        return gather_pairs(lut_r, rows) + gather_pairs(lut_c, cols)
+        return explicit_bias(self.bucket_terms(q, k, ctx))
 
     def output_term(self, attn: torch.Tensor, ctx: AttentionContext) -> torch.Tensor | None:
         """(B, H, T, d) value term sum_j attn_ij a^V_ij from (B, H, T, T) probabilities, or None."""
