@@ -3,8 +3,9 @@
 For every encoding, one ``reidbench.layers.Attention`` block (dim 384, 6 heads, batch 32) runs
 forward and backward at N = 128 patches (256x128 re-ID input, 16-pixel patches: a 16x8 grid)
 and N = 196 (112x112 face input, 8-pixel patches: 14x14), plus one CLS token. Reference rows in
-the same run: plain attention with no position term, and a naive iRPE-contextual that
-materialises the (T, T, d) relative tensor.
+the same run: plain attention with no position term (PyTorch's fused scaled-dot-product kernel,
+the ratios' denominator), the same computed with explicit probabilities (math path), and a naive
+iRPE-contextual that materialises the (T, T, d) relative tensor.
 
 Columns:
 - ``ms``: median wall time of forward+backward over ``--repeats`` runs after warm-up, with the
@@ -53,6 +54,15 @@ class NaiveContextualKey(IRPE):
         return naive_contextual_key_term(q * self.scale, self.tables["k_product"], ids)
 
 
+class ExplicitSoftmax(RelativePosition):
+    """No position term, but attention computed as softmax(q k^T) v with the probabilities
+    materialised (PyTorch's math path), to separate the kernel's cost from the encoding's."""
+
+    @property
+    def needs_probabilities(self) -> bool:
+        return True
+
+
 def randomise(module: torch.nn.Module) -> None:
     """Non-zero tables so no path is a no-op."""
     g = torch.Generator().manual_seed(0)
@@ -74,6 +84,7 @@ def encodings() -> dict[str, Callable[[], RelativePosition | None]]:
 
     return {
         "plain (no position term)": lambda: None,
+        "plain, explicit softmax": ExplicitSoftmax,
         "rpe (Shaw, keys)": lambda: ShawRPE(head_dim, HEADS, 4),
         "irpe bias (product)": lambda: IRPE(IRPEConfig(mode="bias", on="k"), head_dim, HEADS),
         "irpe contextual (product, k)": lambda: IRPE(ctx_cfg, head_dim, HEADS),

@@ -12,7 +12,8 @@ def reference(q, k, v, terms, scale):  # type: ignore[no-untyped-def]
     b, h, t, _ = q.shape
     bias = torch.zeros(b, h, t, t, dtype=q.dtype)
     for term in terms:
-        lut = term.lut.expand(b, h, t, term.lut.shape[-1])
+        table = term.table()
+        lut = table.expand(b, h, t, table.shape[-1])
         g = torch.gather(lut, 3, term.ids.expand(b, h, t, t))
         bias = bias + (g.transpose(2, 3) if term.transposed else g)
     return torch.softmax(q @ k.transpose(2, 3) * scale + bias, dim=-1) @ v
@@ -27,16 +28,17 @@ def test_matches_explicit_attention_and_gradients(lut_shape: str, block: int) ->
                for _ in range(3))
     lb, lh = {"full": (b, h), "batch-shared": (1, h), "head-and-batch-shared": (1, 1)}[lut_shape]
     terms = [
-        BucketTerm(torch.randn(lb, lh, t, nb, generator=g, dtype=torch.float64, requires_grad=True),
-                   torch.randint(nb, (t, t), generator=g)),
-        BucketTerm(torch.randn(b, h, t, nb, generator=g, dtype=torch.float64, requires_grad=True),
-                   torch.randint(nb, (t, t), generator=g), transposed=True),
+        BucketTerm(torch.randint(nb, (t, t), generator=g),
+                   torch.randn(lb, lh, t, nb, generator=g, dtype=torch.float64, requires_grad=True)),
+        BucketTerm(torch.randint(nb, (t, t), generator=g),
+                   torch.randn(b, h, t, nb, generator=g, dtype=torch.float64, requires_grad=True),
+                   transposed=True),
     ]
     out = bucket_attention(q, k, v, terms, 0.5, block)
     ref = reference(q, k, v, terms, 0.5)
     torch.testing.assert_close(out, ref)
     grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
-    inputs = [q, k, v, *(term.lut for term in terms)]
+    inputs = [q, k, v, *(term.lut for term in terms)]  # type: ignore[misc]
     got = torch.autograd.grad(out, inputs, grad)
     want = torch.autograd.grad(ref, inputs, grad)
     for a, w in zip(got, want):
@@ -51,7 +53,7 @@ def test_gradcheck() -> None:
     lut = torch.randn(1, 2, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
     ids = torch.randint(4, (5, 5), generator=g)
     torch.autograd.gradcheck(
-        lambda q, k, v, lut: bucket_attention(q, k, v, [BucketTerm(lut, ids)], 0.7, 2),
+        lambda q, k, v, lut: bucket_attention(q, k, v, [BucketTerm(ids, lut=lut)], 0.7, 2),
         (q, k, v, lut),
     )
 
@@ -63,11 +65,58 @@ def test_strided_views_as_attention_passes_them() -> None:
     qkv = torch.randn(b, t, 3 * h * d, generator=g, dtype=torch.float64, requires_grad=True)
     q, k, v = qkv.reshape(b, t, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
     assert not q.is_contiguous()
-    term = BucketTerm(torch.randn(b, h, t, nb, generator=g, dtype=torch.float64),
-                      torch.randint(nb, (t, t), generator=g))
+    term = BucketTerm(torch.randint(nb, (t, t), generator=g),
+                      torch.randn(b, h, t, nb, generator=g, dtype=torch.float64))
     out = bucket_attention(q, k, v, [term], 0.5, 4)
     ref = reference(q, k, v, [term], 0.5)
     torch.testing.assert_close(out, ref)
     (got,) = torch.autograd.grad(out.sum(), qkv)
     (want,) = torch.autograd.grad(ref.sum(), qkv)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("x_shape,w_heads", [((2, 3), 3), ((2, 3), 1), ((2, 1), 3), ((1, 1), 3)])
+def test_linear_terms_recomputed_per_block(x_shape: tuple[int, int], w_heads: int) -> None:
+    """lut = x @ weight given as (x, weight): same values and gradients as the explicit table."""
+    g = torch.Generator().manual_seed(3)
+    b, h, t, d, c, nb = 2, 3, 11, 4, 5, 6
+    q, k, v = (torch.randn(b, h, t, d, generator=g, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    x = torch.randn(*x_shape, t, c, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(w_heads, c, nb, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(nb, (t, t), generator=g)
+    lut = torch.randn(1, h, t, nb, generator=g, dtype=torch.float64, requires_grad=True)
+    terms = [BucketTerm(ids, x=x, weight=w), BucketTerm(ids.T.contiguous(), lut=lut)]
+    out = bucket_attention(q, k, v, terms, 0.5, 4)
+    ref = reference(q, k, v, terms, 0.5)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad(out, [q, k, v, x, w, lut], grad)
+    want = torch.autograd.grad(ref, [q, k, v, x, w, lut], grad)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e)
+
+
+def test_term_needs_exactly_one_form() -> None:
+    ids = torch.zeros(3, 3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="either lut"):
+        BucketTerm(ids)
+    with pytest.raises(ValueError, match="transposed"):
+        BucketTerm(ids, x=torch.zeros(1, 1, 3, 2), weight=torch.zeros(1, 2, 4), transposed=True)
+
+
+def test_linear_term_on_the_queries_themselves() -> None:
+    """x = q (iRPE contextual, Shaw): the gradient through the table reaches q."""
+    g = torch.Generator().manual_seed(4)
+    b, h, t, d, nb = 2, 3, 9, 4, 5
+    q, k, v = (torch.randn(b, h, t, d, generator=g, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    w = torch.randn(1, d, nb, generator=g, dtype=torch.float64, requires_grad=True)
+    terms = [BucketTerm(torch.randint(nb, (t, t), generator=g), x=q, weight=w)]
+    out = bucket_attention(q, k, v, terms, 0.5, 4)
+    ref = reference(q, k, v, terms, 0.5)
+    torch.testing.assert_close(out, ref)
+    got = torch.autograd.grad(out.sum(), [q, k, v, w])
+    want = torch.autograd.grad(ref.sum(), [q, k, v, w])
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e)

@@ -130,3 +130,28 @@ def test_console_entry_point_exit_code() -> None:
         "reidbench: error: unknown model 'nope'; expected one of: "
         "ape, irpe, kprpe, osnet, poster, resnet50, rpe"
     )
+
+
+def test_nan_loss_stops_naming_term_and_step_and_keeps_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from reidbench.losses import modules
+
+    real = modules.TripletLoss.forward
+    calls = {"n": 0}
+
+    def flaky(self, out):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        value = real(self, out)
+        return value * float("nan") if calls["n"] == 6 else value  # 4 steps per epoch
+
+    monkeypatch.setattr(modules.TripletLoss, "forward", flaky)
+    out = tmp_path / "runs"
+    code, err = run_cli(["run", *TINY, "--epochs", "3", "--output", str(out)], capsys)
+    assert code == 2
+    assert "loss term 'triplet' is nan at epoch 2, step 6" in err
+    (run,) = out.iterdir()
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 1 and not (run / "metrics.json").exists()

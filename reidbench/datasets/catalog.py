@@ -38,7 +38,7 @@ class DatasetInfo:
     """What `reidbench data list` shows about a registered dataset."""
 
     name: str
-    kind: str  # "reid" or "verification"
+    kind: str  # "reid" (query/gallery) or "face" (training identities + verification pairs)
     tree: str  # the expected on-disk layout
     source: str  # where it comes from
     num_keypoints: int = 0  # keypoints its own sidecar provides (0: none unless the user adds one)
@@ -130,7 +130,7 @@ def _synthetic_reid(cfg: DataConfig) -> ReidSplit:
 
 
 @register(DatasetInfo(
-    "synthetic-faces", "verification",
+    "synthetic-faces", "face",
     "<root>/synthetic-faces/{lfw/<Name>/<Name>_0001.jpg, pairs.txt, train/<Name>/<Name>_0001.jpg, "
     "landmarks.csv}",
     "generated locally (reidbench data synth synthetic-faces)", num_keypoints=5,

@@ -32,7 +32,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos = rel_pos
-        self.max_block = 128  # most query rows per block of bucket_attention
+        self.max_block = 64  # most query rows per block of bucket_attention
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, t, c = x.shape

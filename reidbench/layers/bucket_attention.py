@@ -8,10 +8,13 @@ Every relative encoding here has this form. For query i and key j the bias is
 
 with ``lut_t`` a (B|1, H|1, T, nb) table and ``ids_t`` a (T, T) bucket index: iRPE bias mode
 (the table broadcast over queries), iRPE contextual mode ((q * scale) @ W), KP-RPE (a table per
-patch from its keypoint offsets) and Shaw RPE (one term per axis). Forward keeps q, k, v, the
-output, the row log-sum-exp and the small tables; backward recomputes each block's
-probabilities (as flash attention does) and scatters the bias gradient back into the tables'
-buckets. Peak extra memory is a few (B, H, block, T) buffers instead of several (B, H, T, T).
+patch from its keypoint offsets) and Shaw RPE (one term per axis). A term whose table is linear
+in small per-token features, ``lut = x @ weight``, can be given as (x, weight): its table is then
+recomputed block by block and never stored, and its gradient goes straight to x and weight.
+
+Forward keeps q, k, v, the output, the row log-sum-exp and the terms' inputs; backward
+recomputes each block's probabilities (as flash attention does) and scatters the bias gradient
+back into the buckets. Extra memory is a few (B, H, block, T) buffers per block.
 """
 
 from __future__ import annotations
@@ -24,99 +27,160 @@ import torch
 
 @dataclass(frozen=True)
 class BucketTerm:
-    """One bias term: ``lut`` (B|1, H|1, T, nb) gathered with ``ids`` (T, T) int64."""
+    """One bias term, gathered with ``ids`` (T, T) int64 from a (B|1, H|1, T, nb) table given
+    either as ``lut`` or as ``x @ weight`` with x (B|1, H|1, T, c) and weight (H|1, c, nb)."""
 
-    lut: torch.Tensor
     ids: torch.Tensor
+    lut: torch.Tensor | None = None
     transposed: bool = False  # bias[i, j] = lut[j, ids[j, i]] instead of lut[i, ids[i, j]]
+    x: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        linear = self.x is not None and self.weight is not None
+        if linear == (self.lut is not None):
+            raise ValueError("a BucketTerm takes either lut or (x, weight)")
+        if linear and self.transposed:
+            raise ValueError("transposed terms need their whole table: give lut")
+
+    def table(self) -> torch.Tensor:
+        """The whole (B|1, H|1, T, nb) table."""
+        if self.lut is not None:
+            return self.lut
+        assert self.x is not None and self.weight is not None
+        return torch.matmul(self.x, self.weight)
 
 
-def _block_bias(
-    luts: tuple[torch.Tensor, ...], ids: tuple[torch.Tensor, ...], transposed: tuple[bool, ...],
-    s: int, e: int, shape: tuple[int, int, int, int],
-) -> torch.Tensor:
-    """The (B, H, e - s, T) bias of query rows s:e."""
-    b, h, _, t = shape
-    out = None
-    for lut, idx, tr in zip(luts, ids, transposed):
-        if tr:  # rows of the key side: lut[j, ids[j, i]] for all j, i in s:e -> (B, H, T, e-s)
-            g = torch.gather(lut.expand(b, h, t, lut.shape[-1]), 3,
-                             idx[:, s:e].expand(b, h, t, e - s)).transpose(2, 3)
-        else:
-            g = torch.gather(lut[:, :, s:e].expand(b, h, e - s, lut.shape[-1]), 3,
-                             idx[s:e].expand(b, h, e - s, t))
-        out = g if out is None else out + g
-    assert out is not None
-    return out
+def _reduce_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum ``t`` over the leading dims where ``shape`` broadcasts (size 1)."""
+    dims = [i for i in range(t.dim()) if shape[i] == 1 and t.shape[i] != 1]
+    return t.sum(dim=dims, keepdim=True) if dims else t
 
 
-def explicit_bias(terms: list[BucketTerm]) -> torch.Tensor:
-    """The whole (B|1, H|1, T, T) bias of ``terms`` (broadcast dims kept), for the paths that need
-    explicit probabilities."""
-    t = terms[0].ids.shape[0]
-    batch = max(x.lut.shape[0] for x in terms)
-    heads = max(x.lut.shape[1] for x in terms)
-    return _block_bias(tuple(x.lut for x in terms), tuple(x.ids for x in terms),
-                       tuple(x.transposed for x in terms), 0, t, (batch, heads, t, t))
+class _Terms:
+    """The terms' tensors, flattened for autograd, with per-block gathers and their adjoints.
 
+    Kinds: "lut", "transposed" (one tensor: the table), "linear" (x, weight) and "linear_q"
+    (weight only: x is the attention's own q, so it is neither saved twice nor differentiated
+    separately; its gradient goes into dq).
+    """
 
-def _block_logits(
-    q: torch.Tensor, kt: torch.Tensor, luts: tuple[torch.Tensor, ...], ids: tuple[torch.Tensor, ...],
-    transposed: tuple[bool, ...], s: int, e: int, scale: float,
-) -> torch.Tensor:
-    """(B, H, e - s, T) logits of query rows s:e: the gathered bias, then += scale * q k^T in
-    place (one buffer per block)."""
-    b, h, t, d = q.shape
-    logits = _block_bias(luts, ids, transposed, s, e, (b, h, t, t)).contiguous()
-    logits.view(b * h, e - s, t).baddbmm_(
-        q[:, :, s:e].reshape(b * h, e - s, d), kt.reshape(b * h, d, t), alpha=scale
-    )
-    return logits
+    def __init__(self, kinds: tuple[str, ...], ids: tuple[torch.Tensor, ...],
+                 tensors: tuple[torch.Tensor, ...], q: torch.Tensor | None = None) -> None:
+        self.kinds, self.ids, self.tensors, self.q = kinds, ids, tensors, q
+        self.slots: list[tuple[int, ...]] = []
+        i = 0
+        for kind in kinds:
+            width = 2 if kind == "linear" else 1
+            self.slots.append(tuple(range(i, i + width)))
+            i += width
+
+    def block_bias(self, s: int, e: int, shape: tuple[int, int, int, int]) -> torch.Tensor:
+        """The (B, H, e - s, T) bias of query rows s:e."""
+        b, h, _, t = shape
+        out = None
+        for kind, idx, slot in zip(self.kinds, self.ids, self.slots):
+            if kind in ("linear", "linear_q"):
+                x, w = self._linear(slot)
+                lut = torch.matmul(x[:, :, s:e], w)  # (B|1, H|1, e-s, nb)
+                g = torch.gather(lut.expand(b, h, e - s, lut.shape[-1]), 3,
+                                 idx[s:e].expand(b, h, e - s, t))
+            else:
+                lut = self.tensors[slot[0]]
+                if kind == "transposed":  # lut[j, ids[j, i]] for all j and i in s:e
+                    g = torch.gather(lut.expand(b, h, t, lut.shape[-1]), 3,
+                                     idx[:, s:e].expand(b, h, t, e - s)).transpose(2, 3)
+                else:
+                    g = torch.gather(lut[:, :, s:e].expand(b, h, e - s, lut.shape[-1]), 3,
+                                     idx[s:e].expand(b, h, e - s, t))
+            out = g if out is None else out + g
+        assert out is not None
+        return out
+
+    def _linear(self, slot: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(slot) == 2:
+            return self.tensors[slot[0]], self.tensors[slot[1]]
+        assert self.q is not None
+        return self.q, self.tensors[slot[0]]
+
+    def new_grads(self) -> list[torch.Tensor]:
+        return [torch.zeros_like(x) for x in self.tensors]
+
+    def backward_block(
+        self, ds: torch.Tensor, s: int, e: int, grads: list[torch.Tensor], dq: torch.Tensor
+    ) -> None:
+        """Accumulate the block's contribution to each tensor's gradient (and, for "linear_q"
+        terms, to dq's rows s:e); ds is (B, H, e-s, T)."""
+        b, h, n, t = ds.shape
+        for kind, idx, slot in zip(self.kinds, self.ids, self.slots):
+            if kind == "transposed":
+                lut = self.tensors[slot[0]]
+                d = ds.new_zeros(b, h, t, lut.shape[-1])
+                d.scatter_add_(3, idx[:, s:e].expand(b, h, t, n), ds.transpose(2, 3))
+                grads[slot[0]] += _reduce_to(d, lut.shape)
+                continue
+            nb = self.tensors[slot[-1]].shape[-1]
+            d = ds.new_zeros(b, h, n, nb).scatter_add_(3, idx[s:e].expand(b, h, n, t), ds)
+            if kind in ("linear", "linear_q"):
+                x, w = self._linear(slot)
+                d = _reduce_to(d, torch.Size((x.shape[0], max(x.shape[1], w.shape[0]), n, nb)))
+                dx = _reduce_to(torch.matmul(d, w.transpose(-2, -1)), x[:, :, s:e].shape)
+                if kind == "linear":
+                    grads[slot[0]][:, :, s:e] += dx
+                else:
+                    dq[:, :, s:e] += dx
+                grads[slot[-1]] += _reduce_to(
+                    torch.matmul(x[:, :, s:e].transpose(-2, -1), d).sum(0), w.shape)
+            else:
+                lut = self.tensors[slot[0]]
+                grads[slot[0]][:, :, s:e] += _reduce_to(d, lut[:, :, s:e].shape)
 
 
 class _BucketAttention(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, block: int,
-        transposed: tuple[bool, ...], ids: tuple[torch.Tensor, ...], *luts: torch.Tensor,
+        kinds: tuple[str, ...], ids: tuple[torch.Tensor, ...], *tensors: torch.Tensor,
     ) -> torch.Tensor:
         # contiguous copies are saved: measured, this peaks lower than keeping the strided views
         # (which pin the whole qkv projection) and re-copying them in backward
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        terms = _Terms(kinds, ids, tensors, q)
         b, h, t, d = q.shape
         out = q.new_empty(b, h, t, d)
         lse = q.new_empty(b, h, t)
         kt = k.transpose(2, 3).contiguous()
         for s in range(0, t, block):
             e = min(t, s + block)
-            p = _block_logits(q, kt, luts, ids, transposed, s, e, scale)  # (B, H, b, T)
+            p = _block_logits(q, kt, terms, s, e, scale)  # (B, H, b, T)
             m = p.amax(dim=3, keepdim=True)
             p.sub_(m).exp_()
             denom = p.sum(dim=3, keepdim=True)
             out[:, :, s:e] = torch.matmul(p, v).div_(denom)
             lse[:, :, s:e] = (m + denom.log()).squeeze(3)
-        ctx.save_for_backward(q, k, v, out, lse, *ids, *luts)
-        ctx.scale, ctx.block, ctx.transposed, ctx.n = scale, block, transposed, len(ids)
+        ctx.save_for_backward(q, k, v, out, lse, *ids, *tensors)
+        ctx.scale, ctx.block, ctx.kinds = scale, block, kinds
         return out
 
     @staticmethod
     def backward(ctx: Any, dout: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         q, k, v, out, lse, *rest = ctx.saved_tensors
-        ids, luts = tuple(rest[:ctx.n]), tuple(rest[ctx.n:])
-        scale, block, transposed = ctx.scale, ctx.block, ctx.transposed
+        n_ids = len(ctx.kinds)
+        terms = _Terms(ctx.kinds, tuple(rest[:n_ids]), tuple(rest[n_ids:]), q)
+        scale, block = ctx.scale, ctx.block
         b, h, t, d = q.shape
         bh = b * h
         dout = dout.contiguous()
         delta = (dout * out).sum(dim=3, keepdim=True)  # (B, H, T, 1)
-        dq = q.new_empty(b, h, t, d)  # contiguous, whatever the strides of the saved views
+        dq = q.new_empty(b, h, t, d)
         dk, dv = q.new_zeros(b, h, t, d), q.new_zeros(b, h, t, d)
-        dluts = [q.new_zeros(b, h, t, lut.shape[-1]) for lut in luts]
+        grads = terms.new_grads()
         kt = k.transpose(2, 3).contiguous()
         vt = v.transpose(2, 3).contiguous()
         for s in range(0, t, block):
             e = min(t, s + block)
             n = e - s
-            p = _block_logits(q, kt, luts, ids, transposed, s, e, scale)
+            p = _block_logits(q, kt, terms, s, e, scale)
             p.sub_(lse[:, :, s:e, None]).exp_()  # (B, H, b, T) probabilities
             do = dout[:, :, s:e].reshape(bh, n, d)
             dv.view(bh, t, d).baddbmm_(p.view(bh, n, t).transpose(1, 2), do)
@@ -126,19 +190,33 @@ class _BucketAttention(torch.autograd.Function):
             dq[:, :, s:e] = torch.bmm(ds.view(bh, n, t), k.view(bh, t, d)).view(b, h, n, d).mul_(scale)
             dk.view(bh, t, d).baddbmm_(ds.view(bh, n, t).transpose(1, 2),
                                        q[:, :, s:e].reshape(bh, n, d), alpha=scale)
-            for dlut, idx, tr in zip(dluts, ids, transposed):
-                if tr:
-                    dlut.scatter_add_(3, idx[:, s:e].expand(b, h, t, n), ds.transpose(2, 3))
-                else:
-                    dlut[:, :, s:e].scatter_add_(3, idx[s:e].expand(b, h, n, t), ds)
-        grads = []
-        for dlut, lut in zip(dluts, luts):
-            if not ctx.needs_input_grad[7 + len(grads)]:
-                grads.append(None)
-                continue
-            dims = [i for i in (0, 1, 2) if lut.shape[i] == 1 and dlut.shape[i] != 1]
-            grads.append(dlut.sum(dim=dims, keepdim=True) if dims else dlut)
-        return (dq, dk, dv, None, None, None, None, *grads)
+            terms.backward_block(ds, s, e, grads, dq)
+        out_grads = [g if ctx.needs_input_grad[7 + i] else None for i, g in enumerate(grads)]
+        return (dq, dk, dv, None, None, None, None, *out_grads)
+
+
+def _block_logits(
+    q: torch.Tensor, kt: torch.Tensor, terms: _Terms, s: int, e: int, scale: float
+) -> torch.Tensor:
+    """(B, H, e - s, T) logits of query rows s:e: the gathered bias, then += scale * q k^T in
+    place (one buffer per block)."""
+    b, h, t, d = q.shape
+    logits = terms.block_bias(s, e, (b, h, t, t)).contiguous()
+    logits.view(b * h, e - s, t).baddbmm_(
+        q[:, :, s:e].reshape(b * h, e - s, d), kt.reshape(b * h, d, t), alpha=scale
+    )
+    return logits
+
+
+def explicit_bias(terms: list[BucketTerm]) -> torch.Tensor:
+    """The whole (B|1, H|1, T, T) bias of ``terms`` (broadcast dims kept), for the paths that need
+    explicit probabilities."""
+    tables = [term.table() for term in terms]
+    t = terms[0].ids.shape[0]
+    b, h = max(x.shape[0] for x in tables), max(x.shape[1] for x in tables)
+    flat = _Terms(tuple("transposed" if x.transposed else "lut" for x in terms),
+                  tuple(x.ids for x in terms), tuple(tables))
+    return flat.block_bias(0, t, (b, h, t, t))
 
 
 def bucket_attention(
@@ -147,10 +225,21 @@ def bucket_attention(
 ) -> torch.Tensor:
     """softmax(q k^T * scale + sum of the terms' gathered biases) @ v, in query blocks.
 
-    q, k, v: (B, H, T, d); every ``term.lut`` is (B|1, H|1, T, nb), broadcast over batch and
-    heads; ``term.ids`` is (T, T). Returns (B, H, T, d). Gradients flow to q, k, v and the luts.
+    q, k, v: (B, H, T, d); the terms' tables broadcast over batch and heads. Returns
+    (B, H, T, d). Gradients flow to q, k, v and the terms' tensors (lut, or x and weight).
     """
-    return _BucketAttention.apply(
-        q, k, v, scale, block, tuple(term.transposed for term in terms),
-        tuple(term.ids for term in terms), *(term.lut for term in terms),
-    )
+    kinds, tensors = [], []
+    for term in terms:
+        if term.lut is not None:
+            kinds.append("transposed" if term.transposed else "lut")
+            tensors.append(term.lut)
+        elif term.x is q:  # the attention's own queries: reuse them, gradient into dq
+            assert term.weight is not None
+            kinds.append("linear_q")
+            tensors.append(term.weight)
+        else:
+            assert term.x is not None and term.weight is not None
+            kinds.append("linear")
+            tensors += [term.x, term.weight]
+    return _BucketAttention.apply(q, k, v, scale, block, tuple(kinds),
+                                  tuple(term.ids for term in terms), *tensors)

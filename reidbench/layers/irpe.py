@@ -147,7 +147,8 @@ class IRPE(RelativePosition):
         """Bucket tables of the key ("k": x = q) or query ("q": x = k, transposed) encoding.
 
         Bias mode: the (H|1, buckets) table broadcast over batch and queries. Contextual mode:
-        (x * scale) @ W, a (B, H|1, T, buckets) table, never a (T, T, d) tensor.
+        (x * scale) @ W, a (B, H|1, T, buckets) table (on keys given as x and W so that it is
+        recomputed per block and never stored), never a (T, T, d) tensor.
         """
         terms = []
         for method in self.cfg.table_methods:
@@ -155,9 +156,11 @@ class IRPE(RelativePosition):
             ids = self.bucket_ids(method, ctx, x.device)  # (T, T)
             if self.cfg.mode == "bias":
                 lut = table[None, :, None, :].expand(1, table.shape[0], ids.shape[0], table.shape[1])
-            else:
-                lut = x @ (table * self.scale)  # (B, H|1, T, buckets); no scaled copy of x
-            terms.append(BucketTerm(lut, ids, transposed=on == "q"))
+                terms.append(BucketTerm(ids, lut=lut, transposed=on == "q"))
+            elif on == "k":  # (x * scale) @ W as a linear term: recomputed per block, never stored
+                terms.append(BucketTerm(ids, x=x, weight=table * self.scale))
+            else:  # the transposed (query-side) term needs the keys' whole table
+                terms.append(BucketTerm(ids, lut=x @ (table * self.scale), transposed=True))
         return terms
 
     def bucket_terms(

@@ -16,10 +16,11 @@ Conventions:
   ``centre(n) - keypoint(k)`` (x first, then y), and the (B, N, 2K) offsets are ordered
   ``[dx_0, dy_0, dx_1, dy_1, ...]`` (keypoint-major, as CVLface does).
 - Map. One linear map 2K -> depth * H * nb (nb = 49 product buckets at ratio 1.9), weight AND
-  bias zero-initialised, computed once per forward pass and shared by every block; its output
-  is read as (B, N, depth, H, nb). It is stored as two raw parameters (``weight``, ``bias``)
-  rather than an ``nn.Linear`` so that a model-wide ``apply(init_fn)`` over ``nn.Linear``
-  modules cannot overwrite the zero initialisation.
+  bias zero-initialised; its output is read as (B, N, depth, H, nb). Each block uses its
+  (2K -> H * nb) slice as a linear bucket term of ``bucket_attention``: the (B, H, T, nb) table
+  is recomputed per query block inside the attention and never stored. The map is two raw
+  parameters (``weight``, ``bias``) rather than an ``nn.Linear``, so that a model-wide
+  ``apply(init_fn)`` over ``nn.Linear`` modules cannot overwrite the zero initialisation.
 - Prefix (CLS) tokens. Every pair involving a prefix token uses the extra "skip" bucket, whose
   value is a learned per-layer, per-head scalar ``prefix_bias[l, h]`` (zero-initialised) and does
   not depend on the keypoints. CVLface's KP-RPE ViT has no CLS token (skip = 0), so this follows
@@ -29,23 +30,19 @@ Conventions:
   what zero offsets give and is a static iRPE product bias per layer and head, so a model trained
   with keypoints degrades gracefully to plain iRPE-product attention.
 
-Sharing: ``KeypointRPE`` owns the parameters and the per-forward cache; ``KPRPEBlockTerm`` is a
-thin per-block ``RelativePosition`` view that holds an *unregistered* reference to it (so the
-parameters appear once in ``state_dict``: the ViT must register the ``KeypointRPE`` itself, see
-``kprpe_factory``). The cache is keyed on the ``AttentionContext`` object, the keypoints tensor,
-the parameters' version counters and the grad mode; it is dropped by the last layer, so it never
-outlives a forward pass. ``nn.DataParallel`` is not supported (replicas would share the
-original's reference); DDP is.
+Sharing: ``KeypointRPE`` owns the parameters; ``KPRPEBlockTerm`` is a thin per-block
+``RelativePosition`` view that holds an *unregistered* reference to it (so the parameters appear
+once in ``state_dict``: the ViT must register the ``KeypointRPE`` itself, see
+``kprpe_factory``). Nothing is kept between forward passes. ``nn.DataParallel`` is not supported
+(replicas would share the original's reference); DDP is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reidbench.layers.bucket_attention import BucketTerm, explicit_bias
@@ -86,13 +83,6 @@ def keypoint_offsets(keypoints: torch.Tensor, grid: tuple[int, int]) -> torch.Te
     return diff.flatten(2)
 
 
-class _Cache(NamedTuple):
-    ctx: AttentionContext  # held (not its id) so a new context can never alias it
-    keypoints: torch.Tensor | None
-    key: tuple[int, int, bool]  # weight version, bias version, grad mode
-    tables: torch.Tensor
-
-
 class KeypointRPE(nn.Module):
     """Shared keypoint -> bucket-table map of KP-RPE for all blocks of one ViT.
 
@@ -121,13 +111,6 @@ class KeypointRPE(nn.Module):
         self.weight = nn.Parameter(torch.zeros(out, 2 * num_keypoints))
         self.bias = nn.Parameter(torch.zeros(out))
         self.prefix_bias = nn.Parameter(torch.zeros(depth, num_heads))
-        self._cache: _Cache | None = None  # tables of the current forward pass, see ``tables``
-
-    def __getstate__(self) -> dict[str, object]:
-        """Copies and pickles never carry the per-forward cache (it may hold a live graph)."""
-        state = self.__dict__.copy()
-        state["_cache"] = None
-        return state
 
     def reset_parameters(self) -> None:
         """Zero every parameter (the published initialisation)."""
@@ -146,47 +129,6 @@ class KeypointRPE(nn.Module):
         """The ``RelativePosition`` of block ``layer`` (0-based); usable as the ViT's factory."""
         return KPRPEBlockTerm(self, layer)
 
-    def compute_tables(self, ctx: AttentionContext) -> torch.Tensor:
-        """Uncached tables of all layers.
-
-        Returns:
-            (B, N, depth, H, nb) from the keypoints, or (1, 1, depth, H, nb) (the bias alone,
-            broadcasting over batch and query patch) when ``ctx.keypoints`` is None.
-        """
-        shape = (self.depth, self.num_heads, self.num_buckets)
-        kp = ctx.keypoints
-        if kp is None:
-            return self.bias.view(1, 1, *shape)
-        if kp.ndim != 3 or kp.shape[1:] != (self.num_keypoints, 2):
-            raise ValueError(
-                f"KP-RPE expects keypoints of shape (B, {self.num_keypoints}, 2), got {tuple(kp.shape)}"
-            )
-        offsets = keypoint_offsets(kp.to(self.weight.dtype), ctx.grid)  # (B, N, 2K)
-        out = F.linear(offsets, self.weight, self.bias)  # (B, N, depth * H * nb)
-        return out.view(*out.shape[:2], *shape)
-
-    def tables(self, ctx: AttentionContext) -> torch.Tensor:
-        """``compute_tables(ctx)``, computed once per forward pass and reused by every block.
-
-        Recomputed whenever the context object, its keypoints tensor, a parameter's version
-        (an optimizer step or load_state_dict) or the grad mode differ from the cached call.
-        """
-        key = (self.weight._version, self.bias._version, torch.is_grad_enabled())
-        cached = self._cache
-        if (
-            cached is not None and cached.ctx is ctx and cached.keypoints is ctx.keypoints
-            and cached.key == key
-        ):
-            return cached.tables
-        self._cache = None  # release the previous pass's tables before computing new ones
-        tables = self.compute_tables(ctx)
-        self._cache = _Cache(ctx, ctx.keypoints, key, tables)
-        return tables
-
-    def clear_cache(self) -> None:
-        """Drop the cached tables (done automatically after the last layer of a forward pass)."""
-        self._cache = None
-
     def layer_bias(self, layer: int, ctx: AttentionContext, batch: int) -> torch.Tensor:
         """The bias block ``layer`` adds to its attention logits, as one explicit tensor.
 
@@ -201,36 +143,51 @@ class KeypointRPE(nn.Module):
             for pairs with a prefix token. Without keypoints it is one (1, H, T, T) tensor
             expanded over the batch (a view).
         """
-        term = self.layer_term(layer, ctx, batch)
-        bias = explicit_bias([term])  # (B', H, T, T)
+        bias = explicit_bias([self.layer_term(layer, ctx, batch)])  # (B'|1, H, T, T)
         return bias.expand(batch, *bias.shape[1:]) if bias.shape[0] != batch else bias
 
+    def features(self, ctx: AttentionContext) -> torch.Tensor:
+        """(B|1, 1, T, 2K + 2) per-token features whose product with ``layer_weight`` is the
+        layer's bucket table: [offsets, 1, 0] for patches (zero offsets without keypoints, the
+        documented fallback) and [0, ..., 0, 1] for prefix tokens."""
+        rows, cols = ctx.grid
+        n, skip, k2 = rows * cols, ctx.num_prefix_tokens, 2 * self.num_keypoints
+        kp = ctx.keypoints
+        if kp is None:
+            offsets = self.weight.new_zeros(1, n, k2)
+        elif kp.ndim != 3 or kp.shape[1:] != (self.num_keypoints, 2):
+            raise ValueError(
+                f"KP-RPE expects keypoints of shape (B, {self.num_keypoints}, 2), got {tuple(kp.shape)}"
+            )
+        else:
+            offsets = keypoint_offsets(kp.to(self.weight.dtype), ctx.grid)  # (B, N, 2K)
+        b = offsets.shape[0]
+        patch = torch.cat([offsets, offsets.new_ones(b, n, 1), offsets.new_zeros(b, n, 1)], dim=2)
+        prefix = offsets.new_zeros(b, skip, k2 + 2)
+        prefix[..., -1] = 1.0
+        return torch.cat([prefix, patch], dim=1).unsqueeze(1)
+
+    def layer_weight(self, layer: int) -> torch.Tensor:
+        """(H, 2K + 2, nb + 1): the layer's linear map, its bias row, and the skip bucket."""
+        h, nb, k2 = self.num_heads, self.num_buckets, 2 * self.num_keypoints
+        w = self.weight.view(self.depth, h, nb, k2)[layer].transpose(1, 2)  # (H, 2K, nb)
+        bias = self.bias.view(self.depth, h, nb)[layer].unsqueeze(1)  # (H, 1, nb)
+        pre = self.prefix_bias[layer].view(h, 1, 1)
+        offsets_rows = torch.cat([w, w.new_zeros(h, k2, 1)], dim=2)
+        patch_row = torch.cat([bias, pre], dim=2)
+        prefix_row = pre.expand(h, 1, nb + 1)
+        return torch.cat([offsets_rows, patch_row, prefix_row], dim=1)
+
     def layer_term(self, layer: int, ctx: AttentionContext, batch: int) -> BucketTerm:
-        """Block ``layer``'s bias as a bucket table: (B'|1, H, T, nb + 1) rows, one per query
-        token (prefix rows only ever read the skip bucket), gathered with the (T, T) ids."""
+        """Block ``layer``'s bias as a linear bucket term: table = features @ layer_weight,
+        (B|1, H, T, nb + 1), recomputed block by block inside the attention and never stored."""
         if not 0 <= layer < self.depth:
             raise IndexError(f"layer {layer} out of range for KP-RPE of depth {self.depth}")
-        tables = self.tables(ctx)
-        if layer == self.depth - 1:
-            self.clear_cache()
-        rows, cols = ctx.grid
-        n, skip, h = rows * cols, ctx.num_prefix_tokens, self.num_heads
-        t = skip + n
-        ids = bucket_ids((rows, cols), METHOD, self.ratio, MAPPING, skip, tables.device)  # (T, T)
-        tab = tables[:, :, layer].permute(0, 2, 1, 3)  # (B', H, N', nb); B' in {1, B}, N' in {1, N}
-        b_tab = tab.shape[0]
-        if tab.shape[2] == 1:
-            tab = tab.expand(b_tab, h, n, self.num_buckets)
-        if skip:
-            # extended table: patch query rows get the skip bucket as an extra column, prefix
-            # query rows only ever read the skip bucket
-            pre = self.prefix_bias[layer].to(tab.dtype).view(1, h, 1, 1)
-            tab = torch.cat([tab, pre.expand(b_tab, h, n, 1)], dim=-1)  # (B', H, N, nb + 1)
-            tab = torch.cat([pre.expand(b_tab, h, skip, self.num_buckets + 1), tab], dim=-2)
-        if b_tab not in (1, batch):
-            raise ValueError(f"keypoints have batch {b_tab} but attention has batch {batch}")
-        assert ids.shape == (t, t)
-        return BucketTerm(tab, ids)
+        x = self.features(ctx)
+        if x.shape[0] not in (1, batch):
+            raise ValueError(f"keypoints have batch {x.shape[0]} but attention has batch {batch}")
+        ids = bucket_ids(ctx.grid, METHOD, self.ratio, MAPPING, ctx.num_prefix_tokens, x.device)
+        return BucketTerm(ids, x=x, weight=self.layer_weight(layer).to(x.dtype))
 
 
 class KPRPEBlockTerm(RelativePosition):

@@ -114,10 +114,10 @@ class ShawRPE(RelativePosition):
         (B, H, T, 2k + 2), gathered with the clipped row / column offset of each pair."""
         check_tokens(q, ctx, "ShawRPE")
         rows, cols = self.axis_ids(ctx, q.device)
-        # the scale goes on the small tables, so no scaled copy of q is kept for backward
-        lut_r = q @ (self.key_rows.to(q.dtype) * self.scale).transpose(-2, -1)  # (B, H, T, 2k + 2)
-        lut_c = q @ (self.key_cols.to(q.dtype) * self.scale).transpose(-2, -1)
-        return [BucketTerm(lut_r, rows), BucketTerm(lut_c, cols)]
+        # linear terms: the (B, H, T, 2k + 2) tables q @ (s table)^T are recomputed per block
+        w_r = (self.key_rows.to(q.dtype) * self.scale).transpose(-2, -1)  # (H|1, d, 2k + 2)
+        w_c = (self.key_cols.to(q.dtype) * self.scale).transpose(-2, -1)
+        return [BucketTerm(rows, x=q, weight=w_r), BucketTerm(cols, x=q, weight=w_c)]
 
     def logits_bias(
         self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
