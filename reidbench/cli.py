@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
+
 from reidbench.errors import ConfigError, ReidbenchError
 
 log = logging.getLogger("reidbench")
@@ -69,6 +71,13 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _run_parser(sub)
     _data_parser(sub)
+    ev = sub.add_parser("evaluate", help="metrics of features saved by any model (.npz)")
+    ev.add_argument("--features", required=True, type=Path,
+                    help="re-ID: query_feats, gallery_feats, query_pids, gallery_pids, "
+                         "query_camids, gallery_camids; verification: feats1, feats2, labels[, folds]")
+    ev.add_argument("--metric", default="cosine", choices=("cosine", "euclidean"))
+    ev.add_argument("--max-rank", type=int, default=50)
+    ev.add_argument("--json", type=Path, help="also write the metrics as JSON (fractions in [0, 1])")
     models = sub.add_parser("models", help="list the models with parameter counts and FLOPs")
     models.add_argument("names", nargs="*", help="models to list (default: all registered)")
     models.add_argument("--dataset", help="input size and keypoints of this dataset's preset "
@@ -195,6 +204,47 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from reidbench.evaluation.features_file import PairFeatures, load_features
+    from reidbench.evaluation.verification import pair_scores
+    from reidbench.metrics.rank import evaluate_ranking_features
+    from reidbench.metrics.verification import verification_metrics
+    from reidbench.reporting.io import atomic_write_json
+
+    if args.max_rank < 1:
+        raise ConfigError(f"--max-rank must be >= 1, got {args.max_rank}")
+    data = load_features(args.features)
+    metrics: dict[str, Any]
+    if isinstance(data, PairFeatures):
+        if args.metric != "cosine":
+            raise ConfigError("verification follows insightface's protocol on L2-normalised "
+                              "features: use --metric cosine")
+        feats = np.concatenate([data.feats1, data.feats2])
+        pairs = np.stack([np.arange(len(data.labels)), len(data.labels) + np.arange(len(data.labels))], 1)
+        metrics = {"task": "verification",
+                   **verification_metrics(pair_scores(feats, pairs), data.labels, data.folds)}
+        rows = [("accuracy", metrics["accuracy"]), ("accuracy_std", metrics["accuracy_std"]),
+                ("auc", metrics["auc"]), ("eer", metrics["eer"])]
+        rows += [(f"TAR@FAR={k}", v) for k, v in metrics["tar_at_far"].items()]
+    else:
+        result = evaluate_ranking_features(
+            data.query, data.gallery, data.query_pids, data.gallery_pids, data.query_camids,
+            data.gallery_camids, metric=args.metric, max_rank=args.max_rank,
+        )
+        metrics = {"task": "reid", "metric": args.metric, **result.as_dict()}
+        rows = [("mAP", metrics["mAP"]), ("mINP", metrics["mINP"]),
+                *((f"rank-{r}", metrics["cmc"][r - 1]) for r in (1, 5, 10, 20)
+                  if r <= len(metrics["cmc"])),
+                ("valid queries", metrics["num_valid_queries"]),
+                ("skipped queries", metrics["num_skipped_queries"])]
+    for name, value in rows:
+        text = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+        sys.stdout.write(f"{name:18s} {text}\n")
+    if args.json:
+        atomic_write_json(args.json, metrics)
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from reidbench.reporting.leaderboard import rebuild_leaderboard
 
@@ -220,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data(args)
         if args.command == "models":
             return cmd_models(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
         return cmd_leaderboard(args)
     except ReidbenchError as exc:
         sys.stderr.write(f"reidbench: error: {exc}\n")

@@ -108,3 +108,24 @@ def test_no_camera_filter_for_identification() -> None:
     scores = np.array([[0.9, 0.1]])
     r = evaluate_ranking(scores, np.array([1]), np.array([1, 2]), None, None, higher_is_better=True)
     assert r.num_valid_queries == 1 and r.cmc[0] == 1.0
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_features_path_equals_score_matrix_path(metric: str) -> None:
+    from reidbench.metrics.rank import evaluate_ranking_features
+
+    rng = np.random.default_rng(7)
+    qf, gf = rng.standard_normal((30, 8)), rng.standard_normal((200, 8))
+    qp, gp = rng.integers(1, 10, 30), rng.integers(-1, 10, 200)
+    qc, gc = rng.integers(0, 6, 30), rng.integers(0, 6, 200)
+    if metric == "cosine":
+        qn = qf / np.linalg.norm(qf, axis=1, keepdims=True)
+        gn = gf / np.linalg.norm(gf, axis=1, keepdims=True)
+        ref = evaluate_ranking(qn @ gn.T, qp, gp, qc, gc, higher_is_better=True)
+    else:
+        d = np.linalg.norm(qf[:, None] - gf[None], axis=2)
+        ref = evaluate_ranking(d, qp, gp, qc, gc, higher_is_better=False)
+    got = evaluate_ranking_features(qf, gf, qp, gp, qc, gc, metric=metric, chunk_elements=3000)
+    np.testing.assert_allclose(got.cmc, ref.cmc, atol=1e-9)
+    assert got.mAP == pytest.approx(ref.mAP, abs=1e-6)
+    assert got.num_valid_queries == ref.num_valid_queries

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from reidbench.data.loader import ImageDataset, batch_keypoints, make_loader
 from reidbench.errors import ConfigError
-from reidbench.metrics.rank import RankResult, evaluate_ranking
+from reidbench.metrics.rank import RankResult, evaluate_ranking_features
 
 log = logging.getLogger(__name__)
 
@@ -47,25 +46,17 @@ def extract_features(
     )
 
 
-def score_matrix(query: np.ndarray, gallery: np.ndarray, metric: str) -> tuple[torch.Tensor, bool]:
-    """(Nq, Ng) scores and whether higher is better: cosine similarity or Euclidean distance."""
-    q, g = torch.from_numpy(query), torch.from_numpy(gallery)
-    if metric == "cosine":
-        return F.normalize(q, dim=1) @ F.normalize(g, dim=1).T, True
-    if metric == "euclidean":
-        return torch.cdist(q, g), False
-    raise ConfigError(f"unknown eval.metric {metric!r}; expected cosine or euclidean")
-
-
 def evaluate_reid(
     query: Features, gallery: Features, metric: str = "cosine", max_rank: int = 50
 ) -> RankResult:
-    """Standard re-ID protocol (same pid + same camera removed, junk ignored)."""
+    """Standard re-ID protocol (same pid + same camera removed, junk ignored), scored chunk by
+    chunk of queries: no (Nq, Ng) matrix is built."""
+    if metric not in ("cosine", "euclidean"):
+        raise ConfigError(f"unknown eval.metric {metric!r}; expected cosine or euclidean")
     start = time.perf_counter()
-    scores, higher = score_matrix(query.feats, gallery.feats, metric)
-    result = evaluate_ranking(
-        scores, query.pids, gallery.pids, query.camids, gallery.camids,
-        higher_is_better=higher, max_rank=max_rank,
+    result = evaluate_ranking_features(
+        query.feats, gallery.feats, query.pids, gallery.pids, query.camids, gallery.camids,
+        metric=metric, max_rank=max_rank,
     )
     log.info(
         "ranked %d queries x %d gallery in %.2fs (%d without a valid match skipped)",

@@ -11,6 +11,7 @@ positive, how many valid gallery items rank ahead of it. CMC, AP and INP follow 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,9 +61,50 @@ def evaluate_ranking(
     """
     s = torch.as_tensor(np.asarray(scores) if not isinstance(scores, torch.Tensor) else scores)
     s = s.to(torch.float64) if s.dtype == torch.float64 else s.float()
-    if not higher_is_better:
-        s = -s
-    nq, ng = s.shape
+    sign = 1.0 if higher_is_better else -1.0
+    return rank_from_scores(
+        lambda rows: s[rows] * sign, s.shape[0], s.shape[1], query_pids, gallery_pids,
+        query_camids, gallery_camids, max_rank=max_rank, junk_pid=junk_pid,
+        chunk_elements=chunk_elements,
+    )
+
+
+def evaluate_ranking_features(
+    query: np.ndarray | torch.Tensor, gallery: np.ndarray | torch.Tensor,
+    query_pids: np.ndarray, gallery_pids: np.ndarray,
+    query_camids: np.ndarray | None, gallery_camids: np.ndarray | None,
+    *, metric: str, max_rank: int = 50, junk_pid: int | None = -1,
+    chunk_elements: int = 1 << 24,
+) -> RankResult:
+    """Rank metrics straight from (Nq, D) and (Ng, D) features, scored chunk by chunk of
+    queries, so no (Nq, Ng) matrix exists. ``metric`` is "cosine" (similarity of L2-normalised
+    features) or "euclidean" (L2 distance, smaller first)."""
+    q = torch.as_tensor(np.asarray(query) if not isinstance(query, torch.Tensor) else query).float()
+    g = torch.as_tensor(np.asarray(gallery) if not isinstance(gallery, torch.Tensor) else gallery).float()
+    if metric == "cosine":
+        q, g = torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(g, dim=1)
+        gt = g.T.contiguous()
+
+        def scores(rows: slice) -> torch.Tensor:
+            return q[rows] @ gt
+    elif metric == "euclidean":
+        def scores(rows: slice) -> torch.Tensor:
+            return -torch.cdist(q[rows], g)
+    else:
+        raise ValueError(f"unknown metric {metric!r}; expected cosine or euclidean")
+    return rank_from_scores(scores, len(q), len(g), query_pids, gallery_pids, query_camids,
+                            gallery_camids, max_rank=max_rank, junk_pid=junk_pid,
+                            chunk_elements=chunk_elements)
+
+
+def rank_from_scores(
+    row_scores: Callable[[slice], torch.Tensor], nq: int, ng: int,
+    query_pids: np.ndarray, gallery_pids: np.ndarray,
+    query_camids: np.ndarray | None, gallery_camids: np.ndarray | None,
+    *, max_rank: int = 50, junk_pid: int | None = -1, chunk_elements: int = 1 << 24,
+) -> RankResult:
+    """The core: ``row_scores(rows)`` gives the (len(rows), Ng) scores of a chunk of queries,
+    higher first. Chunks are sized so that (rows, positives, Ng) stays under chunk_elements."""
     qp, gp = torch.as_tensor(np.asarray(query_pids)), torch.as_tensor(np.asarray(gallery_pids))
     use_cams = query_camids is not None and gallery_camids is not None
     if use_cams:
@@ -91,6 +133,7 @@ def evaluate_ranking(
             stop += 1
         sl = slice(start, stop)
         start = stop
+        chunk = row_scores(sl)  # (C, Ng)
         same_pid = qp[sl, None] == gp[None, :]  # (C, Ng)
         removed = junk[None, :].expand_as(same_pid).clone()
         if use_cams:
@@ -104,8 +147,8 @@ def evaluate_ranking(
         # gather each query's positives (padded): their scores and gallery indices
         order = torch.argsort((~positive).to(torch.int8), dim=1, stable=True)[:, :max_pos]
         pad = torch.arange(max_pos)[None, :] >= npos[:, None]  # (C, P)
-        ps = torch.gather(s[sl], 1, order)  # (C, P)
-        chunk_scores = s[sl][:, None, :]  # (C, 1, Ng)
+        ps = torch.gather(chunk, 1, order)  # (C, P)
+        chunk_scores = chunk[:, None, :]  # (C, 1, Ng)
         ahead = (chunk_scores > ps[:, :, None]) | (
             (chunk_scores == ps[:, :, None]) & (gallery_index[None, None, :] < order[:, :, None])
         )
