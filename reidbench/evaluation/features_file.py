@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from reidbench.errors import DatasetError
+from reidbench.metrics.verification import contiguous_folds
 
 REID_KEYS = ("query_feats", "gallery_feats", "query_pids", "gallery_pids", "query_camids",
              "gallery_camids")
@@ -89,7 +90,7 @@ def load_features(path: Path) -> ReidFeatures | PairFeatures:
         if "folds" in keys:
             folds = _ints(data, "folds", len(f1), path, "feats1")
         else:  # insightface's default: 10 contiguous folds
-            folds = np.minimum(np.arange(len(f1)) * 10 // max(len(f1), 1), 9).astype(np.int64)
+            folds = contiguous_folds(len(f1), 10)
         return PairFeatures(f1, f2, labels, folds)
     missing = [k for k in REID_KEYS if k not in keys]
     if missing:

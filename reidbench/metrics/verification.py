@@ -14,6 +14,15 @@ import numpy as np
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
+def contiguous_folds(n: int, k: int = 10) -> np.ndarray:
+    """(n,) fold index of each pair in k contiguous folds, as scikit-learn's
+    ``KFold(k, shuffle=False)`` (the first n % k folds hold one pair more), which insightface's
+    LFW evaluation uses."""
+    sizes = np.full(k, n // k)
+    sizes[: n % k] += 1
+    return np.repeat(np.arange(k), sizes).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class KFoldResult:
     accuracy: float  # mean held-out accuracy over folds
