@@ -78,6 +78,11 @@ def build_parser() -> Parser:
     ev.add_argument("--metric", default="cosine", choices=("cosine", "euclidean"))
     ev.add_argument("--max-rank", type=int, default=50)
     ev.add_argument("--json", type=Path, help="also write the metrics as JSON (fractions in [0, 1])")
+    ev.add_argument("--index", default="flat", choices=("flat", "ivf", "hnsw"),
+                    help="FAISS gallery index for --topk (flat = exact)")
+    ev.add_argument("--topk", type=int,
+                    help="re-ID: rank only the top K of a FAISS search; metrics are then "
+                         "truncated at K (mAP@K is a lower bound of mAP)")
     models = sub.add_parser("models", help="list the models with parameter counts and FLOPs")
     models.add_argument("names", nargs="*", help="models to list (default: all registered)")
     models.add_argument("--dataset", help="input size and keypoints of this dataset's preset "
@@ -226,6 +231,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows = [("accuracy", metrics["accuracy"]), ("accuracy_std", metrics["accuracy_std"]),
                 ("auc", metrics["auc"]), ("eer", metrics["eer"])]
         rows += [(f"TAR@FAR={k}", v) for k, v in metrics["tar_at_far"].items()]
+    elif args.topk is not None or args.index != "flat":
+        from reidbench.metrics.rank import evaluate_topk
+        from reidbench.retrieval import build_index
+
+        k = args.topk or args.max_rank
+        if k < 1:
+            raise ConfigError(f"--topk must be >= 1, got {k}")
+        _, ids = build_index(data.gallery, args.metric, args.index).search(data.query, k)
+        top = evaluate_topk(ids, data.query_pids, data.gallery_pids, data.query_camids,
+                            data.gallery_camids)
+        metrics = {"task": "reid", "metric": args.metric, "index": args.index, **top.as_dict()}
+        sys.stdout.write(f"metrics truncated at k={top.k} ({args.index} index): positives below "
+                         "rank k count as missed\n")
+        rows = [("mAP@k", metrics["mAP_at_k"]),
+                *((f"rank-{r}", metrics["cmc"][r - 1]) for r in (1, 5, 10, 20) if r <= top.k),
+                ("all positives in k", metrics["queries_with_all_positives_in_top_k"]),
+                ("valid queries", metrics["num_valid_queries"]),
+                ("skipped queries", metrics["num_skipped_queries"])]
     else:
         result = evaluate_ranking_features(
             data.query, data.gallery, data.query_pids, data.gallery_pids, data.query_camids,

@@ -96,6 +96,7 @@ class EvalConfig:
     metric: str = "cosine"  # cosine | euclidean
     max_rank: int = 50  # CMC length
     batch_size: int = 128  # feature-extraction batch
+    flip: bool = False  # flip test: add the features of the mirrored image (keypoints mirrored too)
 
 
 @dataclass(frozen=True)

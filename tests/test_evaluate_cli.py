@@ -89,3 +89,13 @@ def test_object_arrays_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     np.savez(tmp_path / "obj.npz", **arrays)
     assert cli.main(["-q", "evaluate", "--features", str(tmp_path / "obj.npz")]) == 2
     assert "query_pids cannot be read as a plain array" in capsys.readouterr().err
+
+
+def test_topk_mode_says_it_is_truncated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "f.npz", **reid_arrays())
+    out = tmp_path / "m.json"
+    assert cli.main(["-q", "evaluate", "--features", str(tmp_path / "f.npz"), "--index", "hnsw",
+                     "--topk", "15", "--json", str(out)]) == 0
+    assert "truncated at k=15" in capsys.readouterr().out
+    got = json.loads(out.read_text())
+    assert got["truncated_at_k"] == 15 and len(got["cmc"]) == 15 and "mAP" not in got

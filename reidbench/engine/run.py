@@ -139,19 +139,21 @@ def evaluate_state(
     start = time.perf_counter()
     k = keypoint_count(split)
     tf = eval_transform(cfg)
+    perm = tuple(split.keypoint_schema.flip_permutation()) if split.keypoint_schema else None
+    flip = {"flip": cfg.eval.flip, "flip_perm": perm}
     if isinstance(split, FaceSplit):
         vs = split.verification
         feats = extract_features(model, ImageDataset(vs.images, tf, k), cfg.eval.batch_size,
-                                 device, "pair image features", progress)
+                                 device, "pair image features", progress, **flip)
         metrics = {"task": "verification", **evaluate_verification(vs, feats)}
         log.info("verification: %d pairs, %d-fold accuracy %.4f +- %.4f, AUC %.4f",
                  metrics["num_pairs"], metrics["num_folds"], metrics["accuracy"],
                  metrics["accuracy_std"], metrics["auc"])
         return metrics, time.perf_counter() - start
     query = extract_features(model, ImageDataset(split.query, tf, k), cfg.eval.batch_size,
-                             device, "query features", progress)
+                             device, "query features", progress, **flip)
     gallery = extract_features(model, ImageDataset(split.gallery, tf, k), cfg.eval.batch_size,
-                               device, "gallery features", progress)
+                               device, "gallery features", progress, **flip)
     result = evaluate_reid(query, gallery, cfg.eval.metric, cfg.eval.max_rank)
     metrics = {"task": "reid", **result.as_dict()}
     metrics.update({"metric": cfg.eval.metric, "num_query": len(split.query),

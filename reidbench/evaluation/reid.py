@@ -25,18 +25,32 @@ class Features:
     camids: np.ndarray  # (N,) int64
 
 
+def mirror_keypoints(keypoints: torch.Tensor, flip_perm: tuple[int, ...] | None) -> torch.Tensor:
+    """(B, K, 2) keypoints of the horizontally mirrored image: x -> 1 - x, left/right swapped."""
+    out = keypoints.clone()
+    out[..., 0] = 1.0 - out[..., 0]
+    return out[:, list(flip_perm)] if flip_perm is not None else out
+
+
 @torch.no_grad()
 def extract_features(
     model: nn.Module, dataset: ImageDataset, batch_size: int, device: torch.device,
-    desc: str = "features", progress: bool = True,
+    desc: str = "features", progress: bool = True, flip: bool = False,
+    flip_perm: tuple[int, ...] | None = None,
 ) -> Features:
-    """Run ``model`` in eval mode over ``dataset`` in order."""
+    """Run ``model`` in eval mode over ``dataset`` in order. With ``flip``, each feature is the
+    sum of the image's and its mirror's (flip-test fusion); ``flip_perm`` swaps left/right
+    keypoints of the mirror."""
     model.eval()
     loader = make_loader(dataset, batch_size)
     feats, pids, camids = [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         images = batch["image"].to(device)
-        out = model(images, batch_keypoints(batch, device))
+        keypoints = batch_keypoints(batch, device)
+        out = model(images, keypoints)
+        if flip:
+            mirrored = mirror_keypoints(keypoints, flip_perm) if keypoints is not None else None
+            out = out + model(torch.flip(images, dims=[3]), mirrored)
         feats.append(out.float().cpu())
         pids.append(batch["pid"])
         camids.append(batch["camid"])

@@ -101,64 +101,52 @@ def rank_from_scores(
     row_scores: Callable[[slice], torch.Tensor], nq: int, ng: int,
     query_pids: np.ndarray, gallery_pids: np.ndarray,
     query_camids: np.ndarray | None, gallery_camids: np.ndarray | None,
-    *, max_rank: int = 50, junk_pid: int | None = -1, chunk_elements: int = 1 << 24,
+    *, max_rank: int = 50, junk_pid: int | None = -1, chunk_elements: int = 1 << 22,
 ) -> RankResult:
     """The core: ``row_scores(rows)`` gives the (len(rows), Ng) scores of a chunk of queries,
-    higher first. Chunks are sized so that (rows, positives, Ng) stays under chunk_elements."""
+    higher first; chunks hold about ``chunk_elements`` scores.
+
+    Per chunk, each query's valid positives (from a per-identity table of gallery indices, no
+    sort of the gallery) are sorted by score; one ``searchsorted`` places every gallery item
+    among them, and a per-row histogram of those places gives each positive's rank among the
+    valid items. Rows where a gallery item ties a positive's score exactly are recomputed by
+    direct comparison, so ties are broken by gallery index as documented.
+    """
     qp, gp = torch.as_tensor(np.asarray(query_pids)), torch.as_tensor(np.asarray(gallery_pids))
     use_cams = query_camids is not None and gallery_camids is not None
-    if use_cams:
-        qc = torch.as_tensor(np.asarray(query_camids))
-        gc = torch.as_tensor(np.asarray(gallery_camids))
+    qc = torch.as_tensor(np.asarray(query_camids)) if use_cams else None
+    gc = torch.as_tensor(np.asarray(gallery_camids)) if use_cams else None
     max_rank = min(max_rank, ng)
-    gallery_index = torch.arange(ng)
     junk = gp == junk_pid if junk_pid is not None else torch.zeros(ng, dtype=torch.bool)
+    table, q_group = _identity_table(qp, gp)
 
     first_hits = torch.full((nq,), -1, dtype=torch.long)  # 0-based rank of first positive
     ap = torch.zeros(nq, dtype=torch.float64)
     inp = torch.zeros(nq, dtype=torch.float64)
     valid_q = torch.zeros(nq, dtype=torch.bool)
-
-    # upper bound on each query's positives: the gallery size of its pid
-    g_ids, g_counts = np.unique(gp.numpy(), return_counts=True)
-    where = np.clip(np.searchsorted(g_ids, qp.numpy()), 0, len(g_ids) - 1)
-    pos_bound = np.where(g_ids[where] == qp.numpy(), g_counts[where], 0)
-
-    start = 0
-    while start < nq:
-        # grow the chunk while (rows, max positives, Ng) stays under chunk_elements
-        stop, widest = start + 1, max(1, int(pos_bound[start]))
-        while stop < nq and (stop - start + 1) * max(widest, int(pos_bound[stop])) * ng <= chunk_elements:
-            widest = max(widest, int(pos_bound[stop]))
-            stop += 1
-        sl = slice(start, stop)
-        start = stop
-        chunk = row_scores(sl)  # (C, Ng)
+    rows_per_chunk = max(1, chunk_elements // max(ng, 1))
+    for start in range(0, nq, rows_per_chunk):
+        sl = slice(start, min(nq, start + rows_per_chunk))
+        chunk = row_scores(sl).contiguous()  # (C, Ng)
         same_pid = qp[sl, None] == gp[None, :]  # (C, Ng)
-        removed = junk[None, :].expand_as(same_pid).clone()
-        if use_cams:
-            removed |= same_pid & (qc[sl, None] == gc[None, :])
-        valid = ~removed
-        positive = same_pid & valid
-        npos = positive.sum(1)  # (C,)
-        max_pos = int(npos.max().item()) if len(npos) else 0
-        if max_pos == 0:
-            continue
-        # gather each query's positives (padded): their scores and gallery indices
-        order = torch.argsort((~positive).to(torch.int8), dim=1, stable=True)[:, :max_pos]
-        pad = torch.arange(max_pos)[None, :] >= npos[:, None]  # (C, P)
-        ps = torch.gather(chunk, 1, order)  # (C, P)
-        chunk_scores = chunk[:, None, :]  # (C, 1, Ng)
-        ahead = (chunk_scores > ps[:, :, None]) | (
-            (chunk_scores == ps[:, :, None]) & (gallery_index[None, None, :] < order[:, :, None])
-        )
-        ranks = (ahead & valid[:, None, :]).sum(2)  # (C, P) 0-based rank among valid items
-        ranks = ranks.masked_fill(pad, torch.iinfo(torch.long).max)
-        ranks, _ = torch.sort(ranks, dim=1)
-        has = npos > 0
-        hits = torch.arange(1, max_pos + 1, dtype=torch.float64)[None, :]
-        prec = torch.where(pad, 0.0, hits / (ranks.to(torch.float64) + 1))
+        removed = junk[None, :] | (same_pid & (qc[sl, None] == gc[None, :]) if use_cams
+                                   else junk[None, :].expand_as(same_pid))
+        ranks, npos, tied = _ranks_by_histogram(chunk, table, q_group[sl], sl, qc, gc, junk,
+                                                same_pid, removed)
+        if tied.any():  # exact ties with a positive: direct comparison for those rows
+            rows = torch.nonzero(tied).view(-1)
+            exact, _ = _ranks_by_comparison(chunk[rows], same_pid[rows] & ~removed[rows],
+                                            ~removed[rows])
+            width = max(ranks.shape[1], exact.shape[1])
+            ranks = _pad_to(ranks, width)
+            ranks[rows] = _pad_to(exact, width)
         rows_idx = torch.arange(sl.start, sl.stop)
+        has = npos > 0
+        if not has.any():
+            continue
+        pad = torch.arange(ranks.shape[1])[None, :] >= npos[:, None]
+        hits = torch.arange(1, ranks.shape[1] + 1, dtype=torch.float64)[None, :]
+        prec = torch.where(pad, 0.0, hits / (ranks.to(torch.float64) + 1))
         ap[rows_idx] = torch.where(has, prec.sum(1) / npos.clamp(min=1), 0.0)
         last = torch.gather(ranks, 1, (npos - 1).clamp(min=0)[:, None])[:, 0]
         inp[rows_idx] = torch.where(has, npos / (last.to(torch.float64) + 1), 0.0)
@@ -180,3 +168,141 @@ def rank_from_scores(
         num_skipped=nq - num_valid,
         per_query_ap=ap[valid_q].numpy(),
     )
+
+
+_PAD = torch.iinfo(torch.long).max
+
+
+def _pad_to(ranks: torch.Tensor, width: int) -> torch.Tensor:
+    if ranks.shape[1] >= width:
+        return ranks
+    return torch.cat([ranks, ranks.new_full((ranks.shape[0], width - ranks.shape[1]), _PAD)], 1)
+
+
+def _identity_table(qp: torch.Tensor, gp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(identities, max images) gallery indices per identity, padded with -1, and each query's
+    row in it (-1 when its identity is not in the gallery)."""
+    order = torch.argsort(gp, stable=True)
+    ids, counts = torch.unique_consecutive(gp[order], return_counts=True)
+    table = torch.full((len(ids), int(counts.max()) if len(ids) else 0), -1, dtype=torch.long)
+    group = torch.repeat_interleave(torch.arange(len(ids)), counts)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    table[group, torch.arange(len(gp)) - starts] = order
+    where = torch.searchsorted(ids, qp).clamp(max=max(len(ids) - 1, 0))
+    q_group = torch.where(ids[where] == qp, where, -1) if len(ids) else torch.full_like(qp, -1)
+    return table, q_group
+
+
+def _ranks_by_histogram(
+    chunk: torch.Tensor, table: torch.Tensor, q_group: torch.Tensor, sl: slice,
+    qc: torch.Tensor | None, gc: torch.Tensor | None, junk: torch.Tensor,
+    same_pid: torch.Tensor, removed: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(C, M) 0-based ranks of each query's valid positives among its valid gallery items,
+    ascending and padded with a large value; (C,) positives per query; (C,) rows with ties."""
+    c = chunk.shape[0]
+    cand = table[q_group.clamp(min=0)]  # (C, M) gallery indices of the query's identity
+    ok = (cand >= 0) & (q_group[:, None] >= 0)
+    idx = cand.clamp(min=0)
+    ok &= ~junk[idx]
+    if qc is not None and gc is not None:
+        ok &= gc[idx] != qc[sl, None]
+    npos = ok.sum(1)
+    m = cand.shape[1]
+    asc = torch.gather(chunk, 1, idx).masked_fill(~ok, float("inf")).sort(1).values  # (C, M)
+    # positives scoring below each item: one search per item (int32 halves the traffic)
+    below = torch.searchsorted(asc, chunk, side="left", out_int32=True)  # (C, Ng)
+    # ties: an item equal to the lowest positive at or above it (a positive equals itself), or
+    # two equal positives
+    nearest = torch.gather(asc, 1, below.clamp(max=max(m - 1, 0)).long())
+    other = ~(same_pid | removed)
+    tied = ((nearest == chunk) & other).any(1)
+    tied |= ((asc[:, 1:] == asc[:, :-1]) & torch.isfinite(asc[:, 1:])).any(1)
+    place = (npos[:, None].int() - below).masked_fill_(removed, m + 1)  # positives >= x
+    place += (torch.arange(c, dtype=torch.int32) * (m + 2))[:, None]
+    hist = torch.bincount(place.view(-1), minlength=c * (m + 2)).view(c, m + 2)
+    ranks = hist.cumsum(1)[:, :m]  # ranks[:, j] = items placed before positive j + 1
+    ranks = ranks.masked_fill(torch.arange(m)[None, :] >= npos[:, None], _PAD)
+    return ranks, npos, tied
+
+
+def _ranks_by_comparison(
+    chunk: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Direct comparison of every positive with every item: ties broken by gallery index."""
+    npos = positive.sum(1)
+    max_pos = max(1, int(npos.max().item()) if len(npos) else 1)
+    order = torch.argsort((~positive).to(torch.int8), dim=1, stable=True)[:, :max_pos]
+    pad = torch.arange(max_pos)[None, :] >= npos[:, None]
+    ps = torch.gather(chunk, 1, order)[:, :, None]  # (C, P, 1)
+    index = torch.arange(chunk.shape[1])[None, None, :]
+    ahead = (chunk[:, None, :] > ps) | ((chunk[:, None, :] == ps) & (index < order[:, :, None]))
+    ranks = (ahead & valid[:, None, :]).sum(2).masked_fill(pad, _PAD)
+    return torch.sort(ranks, dim=1).values, npos
+
+
+@dataclass(frozen=True)
+class TopKResult:
+    """Metrics from top-k retrieval lists, truncated at k.
+
+    CMC is exact up to the ranks the lists cover. mAP@k counts every positive ranked below k as
+    missed (AP = sum of precision at the hits in the list / all valid positives), so it is a
+    lower bound of the full mAP and equals it when every positive is in the list. mINP needs
+    the last positive and is not reported.
+    """
+
+    k: int
+    cmc: np.ndarray  # (k,) over valid queries
+    mAP_at_k: float
+    num_valid_queries: int
+    num_skipped: int
+    complete_fraction: float  # valid queries whose every positive was within the list
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "truncated_at_k": self.k,
+            "mAP_at_k": self.mAP_at_k,
+            "rank1": float(self.cmc[0]),
+            "rank5": float(self.cmc[min(4, len(self.cmc) - 1)]),
+            "rank10": float(self.cmc[min(9, len(self.cmc) - 1)]),
+            "cmc": [float(v) for v in self.cmc],
+            "num_valid_queries": self.num_valid_queries,
+            "num_skipped_queries": self.num_skipped,
+            "queries_with_all_positives_in_top_k": self.complete_fraction,
+        }
+
+
+def evaluate_topk(
+    ids: np.ndarray, query_pids: np.ndarray, gallery_pids: np.ndarray,
+    query_camids: np.ndarray | None, gallery_camids: np.ndarray | None,
+    *, junk_pid: int | None = -1,
+) -> TopKResult:
+    """Truncated metrics from (Nq, k) retrieval lists (gallery ids best first, -1 = none) under
+    the standard protocol: same pid + same camera and junk are removed from each list; a query
+    with no valid positive in the whole gallery is skipped."""
+    qp, gp = np.asarray(query_pids), np.asarray(gallery_pids)
+    use_cams = query_camids is not None and gallery_camids is not None
+    nq, k = ids.shape
+    junk = gp == junk_pid if junk_pid is not None else np.zeros(len(gp), bool)
+    g_ids, g_counts = np.unique(gp[~junk], return_counts=True)
+    cmc_counts = np.zeros(k)
+    aps, complete, valid = [], 0, 0
+    for i in range(nq):
+        total = int(g_counts[np.searchsorted(g_ids, qp[i])]) if qp[i] in g_ids else 0
+        if use_cams:
+            total -= int(((gp == qp[i]) & (np.asarray(gallery_camids) == query_camids[i])).sum())
+        if total <= 0:
+            continue
+        valid += 1
+        row = ids[i][ids[i] >= 0]
+        keep = ~junk[row]
+        if use_cams:
+            keep &= ~((gp[row] == qp[i]) & (np.asarray(gallery_camids)[row] == query_camids[i]))
+        hits = np.flatnonzero(gp[row[keep]] == qp[i])
+        if len(hits):
+            cmc_counts[hits[0]:] += 1
+        aps.append(float(np.sum((np.arange(len(hits)) + 1) / (hits + 1)) / total))
+        complete += len(hits) == total
+    cmc = cmc_counts / max(valid, 1)
+    return TopKResult(k, cmc, float(np.mean(aps)) if aps else 0.0, valid, nq - valid,
+                      complete / max(valid, 1))
