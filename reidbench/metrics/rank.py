@@ -28,16 +28,20 @@ class RankResult:
     per_query_ap: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "mAP": self.mAP,
-            "mINP": self.mINP,
-            "rank1": float(self.cmc[0]),
-            "rank5": float(self.cmc[min(4, len(self.cmc) - 1)]),
-            "rank10": float(self.cmc[min(9, len(self.cmc) - 1)]),
-            "cmc": [float(v) for v in self.cmc],
-            "num_valid_queries": self.num_valid_queries,
-            "num_skipped_queries": self.num_skipped,
-        }
+        return {"mAP": self.mAP, "mINP": self.mINP,
+                **_cmc_fields(self.cmc, self.num_valid_queries, self.num_skipped)}
+
+
+def _cmc_fields(cmc: np.ndarray, valid: int, skipped: int) -> dict[str, object]:
+    """The CMC and query-count fields shared by full and truncated results."""
+    return {
+        "rank1": float(cmc[0]),
+        "rank5": float(cmc[min(4, len(cmc) - 1)]),
+        "rank10": float(cmc[min(9, len(cmc) - 1)]),
+        "cmc": [float(v) for v in cmc],
+        "num_valid_queries": valid,
+        "num_skipped_queries": skipped,
+    }
 
 
 def evaluate_ranking(
@@ -259,17 +263,9 @@ class TopKResult:
     complete_fraction: float  # valid queries whose every positive was within the list
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "truncated_at_k": self.k,
-            "mAP_at_k": self.mAP_at_k,
-            "rank1": float(self.cmc[0]),
-            "rank5": float(self.cmc[min(4, len(self.cmc) - 1)]),
-            "rank10": float(self.cmc[min(9, len(self.cmc) - 1)]),
-            "cmc": [float(v) for v in self.cmc],
-            "num_valid_queries": self.num_valid_queries,
-            "num_skipped_queries": self.num_skipped,
-            "queries_with_all_positives_in_top_k": self.complete_fraction,
-        }
+        return {"truncated_at_k": self.k, "mAP_at_k": self.mAP_at_k,
+                **_cmc_fields(self.cmc, self.num_valid_queries, self.num_skipped),
+                "queries_with_all_positives_in_top_k": self.complete_fraction}
 
 
 def evaluate_topk(
