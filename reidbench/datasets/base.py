@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from reidbench.errors import DatasetError
-
 JUNK_PID = -1  # Market-1501 junk images: dropped everywhere (torchreid semantics)
 DISTRACTOR_PID = 0  # Market-1501 background / distractor images: kept in the gallery
 
@@ -95,15 +93,6 @@ class ReidSplit:
                 "cams": len({r.camid for r in records}),
             }
         return out
-
-
-def require_dir(path: Path, what: str, expected_tree: str, how_to_get: str) -> Path:
-    """Return ``path`` if it is a directory, else raise a DatasetError that shows the expected tree."""
-    if not path.is_dir():
-        raise DatasetError(
-            f"{what} not found at {path}. Expected tree: {expected_tree}. {how_to_get}"
-        )
-    return path
 
 
 @dataclass(frozen=True)

@@ -46,15 +46,9 @@ def _axis_ids(
     return out[0], out[1]
 
 
-def gather_pairs(lut: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Per-pair lookup: lut (B, H, T, R), ids (T, T) -> (B, H, T, T) with
-    out[..., i, j] = lut[..., i, ids[i, j]] (vectorised; the index is broadcast, not copied)."""
-    return torch.gather(lut, -1, ids.expand(lut.shape[0], lut.shape[1], -1, -1))
-
-
 def scatter_pairs(attn: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
     """Per-row bucket mass: attn (B, H, T, T), ids (T, T) -> (B, H, T, size), the sum of attn[..., i, j]
-    over the j with ids[i, j] = r (the adjoint of ``gather_pairs``)."""
+    over the j with ids[i, j] = r (the adjoint of gathering lut[..., i, ids[i, j]])."""
     b, h, t, _ = attn.shape
     return attn.new_zeros(b, h, t, size).scatter_add(-1, ids.expand(b, h, -1, -1), attn)
 
