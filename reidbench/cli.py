@@ -169,10 +169,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     from reidbench.config import DataConfig
     from reidbench.datasets.base import FaceSplit, ReidSplit
-    from reidbench.registry import DATASETS
     from reidbench.reporting.preview import pick, preview_grid
 
-    DATASETS.get(args.name)
+    # an unknown name is the registry's one-line error, raised by build_dataset
     data = build_dataset(DataConfig(name=args.name, root=args.data_root))
     labels = None
     if isinstance(data, ReidSplit):
