@@ -96,6 +96,9 @@ def encodings() -> dict[str, Callable[[], RelativePosition | None]]:
 KEYPOINTS = 10
 
 
+MAX_BLOCK: int | None = None  # --max-block: rows per query block of bucket attention
+
+
 def setup(name: str, n: int) -> tuple[Attention, torch.Tensor, AttentionContext]:
     global KEYPOINTS
     grid, KEYPOINTS = GRIDS[n]
@@ -104,6 +107,8 @@ def setup(name: str, n: int) -> tuple[Attention, torch.Tensor, AttentionContext]
     if rel is not None:
         randomise(rel)
     block = Attention(DIM, HEADS, rel_pos=rel)
+    if MAX_BLOCK is not None:
+        block.max_block = MAX_BLOCK
     g = torch.Generator().manual_seed(1)
     x = torch.randn(BATCH, 1 + n, DIM, generator=g, requires_grad=True)
     kps = torch.rand(BATCH, KEYPOINTS, 2, generator=g)
@@ -167,7 +172,8 @@ def child(name: str, n: int) -> None:
 def peak_bytes(name: str, n: int, threads: int) -> int:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(threads))
     out = subprocess.run(
-        [sys.executable, __file__, "--child", name, str(n), "--threads", str(threads)],
+        [sys.executable, __file__, "--child", name, str(n), "--threads", str(threads),
+         *([] if MAX_BLOCK is None else ["--max-block", str(MAX_BLOCK)])],
         capture_output=True, text=True, env=env, check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak"]
@@ -177,9 +183,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--max-block", type=int, help="query rows per block (default: the layer's)")
+    parser.add_argument("--only", help="comma-separated substrings: run the matching encodings only")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global MAX_BLOCK
+    MAX_BLOCK = args.max_block
     if args.child:
         child(args.child[0], int(args.child[1]))
         return
@@ -192,6 +202,8 @@ def main() -> None:
     for n in GRIDS:
         base_ms = base_peak = None
         for name in encodings():
+            if args.only and base_ms is not None and not any(o in name for o in args.only.split(",")):
+                continue
             ms = time_ms(name, n, args.repeats)
             peak = peak_bytes(name, n, args.threads) / 2**20
             block, x, ctx = setup(name, n)

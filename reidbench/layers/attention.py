@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidbench.layers.bucket_attention import bucket_attention
+from reidbench.layers.bucket_attention import packed_bucket_attention
 from reidbench.layers.position import AttentionContext, RelativePosition
 
 
@@ -32,18 +32,22 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos = rel_pos
-        self.max_block = 64  # most query rows per block of bucket_attention
+        # most query rows per block of bucket attention: its (B, H, rows, T) working buffers then
+        # stay at half the size of a (B, H, T, 64) q, k or v (measured in benchmarks/attention.py)
+        self.max_block = 32
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, t, c = x.shape
         qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, H, T, d)
         if self.rel_pos is not None and not self.rel_pos.needs_probabilities:
+            qkv = qkv.contiguous()  # packed (3, B, H, T, d): saved once, one packed gradient
+            q, k, v = qkv.unbind(0)
             terms = self.rel_pos.bucket_terms(q, k, ctx)
             if terms:  # blocked attention: the (B, H, T, T) bias is never stored whole
                 blocks = -(-t // self.max_block)  # equal blocks of at most max_block rows
-                out = bucket_attention(q, k, v, terms, self.scale, -(-t // blocks))
+                out = packed_bucket_attention(qkv, terms, self.scale, -(-t // blocks), q=q)
                 return self.proj(out.transpose(1, 2).reshape(b, t, c))
+        q, k, v = qkv.unbind(0)  # (B, H, T, d)
         bias = self.rel_pos.logits_bias(q, k, ctx) if self.rel_pos is not None else None
         if self.rel_pos is not None and self.rel_pos.needs_probabilities:
             logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, T, T)

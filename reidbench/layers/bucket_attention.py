@@ -139,17 +139,16 @@ class _Terms:
 class _BucketAttention(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, block: int,
+        ctx: Any, qkv: torch.Tensor, scale: float, block: int,
         kinds: tuple[str, ...], ids: tuple[torch.Tensor, ...], *tensors: torch.Tensor,
     ) -> torch.Tensor:
-        # contiguous copies are saved: measured, this peaks lower than keeping the strided views
-        # (which pin the whole qkv projection) and re-copying them in backward
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        q, k, v = qkv.unbind(0)  # contiguous (B, H, T, d) each
         terms = _Terms(kinds, ids, tensors, q)
         b, h, t, d = q.shape
-        out = q.new_empty(b, h, t, d)
+        # the output is stored (B, T, H, d) so that merging the heads afterwards is a view
+        out = q.new_empty(b, t, h, d).transpose(1, 2)
         lse = q.new_empty(b, h, t)
-        kt = k.transpose(2, 3).contiguous()
+        kt = k.reshape(b * h, t, d).transpose(1, 2)  # a view: the GEMM reads it transposed
         for s in range(0, t, block):
             e = min(t, s + block)
             p = _block_logits(q, kt, terms, s, e, scale)  # (B, H, b, T)
@@ -158,41 +157,45 @@ class _BucketAttention(torch.autograd.Function):
             denom = p.sum(dim=3, keepdim=True)
             out[:, :, s:e] = torch.matmul(p, v).div_(denom)
             lse[:, :, s:e] = (m + denom.log()).squeeze(3)
-        ctx.save_for_backward(q, k, v, out, lse, *ids, *tensors)
+        ctx.save_for_backward(qkv, out, lse, *ids, *tensors)
         ctx.scale, ctx.block, ctx.kinds = scale, block, kinds
         return out
 
     @staticmethod
     def backward(ctx: Any, dout: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        q, k, v, out, lse, *rest = ctx.saved_tensors
+        qkv, out, lse, *rest = ctx.saved_tensors
+        q, k, v = qkv.unbind(0)
         n_ids = len(ctx.kinds)
         terms = _Terms(ctx.kinds, tuple(rest[:n_ids]), tuple(rest[n_ids:]), q)
         scale, block = ctx.scale, ctx.block
         b, h, t, d = q.shape
         bh = b * h
-        dout = dout.contiguous()
-        delta = (dout * out).sum(dim=3, keepdim=True)  # (B, H, T, 1)
-        dq = q.new_empty(b, h, t, d)
-        dk, dv = q.new_zeros(b, h, t, d), q.new_zeros(b, h, t, d)
+        dqkv = qkv.new_empty(qkv.shape)  # the first block overwrites dk and dv (beta=0)
+        dq, dk, dv = dqkv.unbind(0)
         grads = terms.new_grads()
-        kt = k.transpose(2, 3).contiguous()
-        vt = v.transpose(2, 3).contiguous()
+        kt = k.reshape(bh, t, d).transpose(1, 2)
+        vt = v.reshape(bh, t, d).transpose(1, 2)
         for s in range(0, t, block):
             e = min(t, s + block)
             n = e - s
             p = _block_logits(q, kt, terms, s, e, scale)
             p.sub_(lse[:, :, s:e, None]).exp_()  # (B, H, b, T) probabilities
-            do = dout[:, :, s:e].reshape(bh, n, d)
-            dv.view(bh, t, d).baddbmm_(p.view(bh, n, t).transpose(1, 2), do)
-            ds = torch.bmm(do, vt.view(bh, d, t)).view(b, h, n, t)  # dP
-            ds.sub_(delta[:, :, s:e]).mul_(p)  # dS = P * (dP - delta): gradient of the logits
+            do = dout[:, :, s:e].contiguous()  # dout may be strided: copy one block only
+            delta = (do * out[:, :, s:e]).sum(dim=3, keepdim=True)  # (B, H, b, 1)
+            do = do.view(bh, n, d)
+            beta = 0.0 if s == 0 else 1.0
+            dv.view(bh, t, d).baddbmm_(p.view(bh, n, t).transpose(1, 2), do, beta=beta)
+            ds = torch.bmm(do, vt).view(b, h, n, t)  # dP
+            ds.sub_(delta).mul_(p)  # dS = P * (dP - delta): gradient of the logits
             del p
-            dq[:, :, s:e] = torch.bmm(ds.view(bh, n, t), k.view(bh, t, d)).view(b, h, n, d).mul_(scale)
+            # rows s:e of dq as one (B*H, n, d) strided view, written by the GEMM itself
+            dq[:, :, s:e].view(bh, n, d).baddbmm_(ds.view(bh, n, t), k.reshape(bh, t, d),
+                                                   beta=0.0, alpha=scale)
             dk.view(bh, t, d).baddbmm_(ds.view(bh, n, t).transpose(1, 2),
-                                       q[:, :, s:e].reshape(bh, n, d), alpha=scale)
+                                       q[:, :, s:e].reshape(bh, n, d), beta=beta, alpha=scale)
             terms.backward_block(ds, s, e, grads, dq)
-        out_grads = [g if ctx.needs_input_grad[7 + i] else None for i, g in enumerate(grads)]
-        return (dq, dk, dv, None, None, None, None, *out_grads)
+        out_grads = [g if ctx.needs_input_grad[5 + i] else None for i, g in enumerate(grads)]
+        return (dqkv, None, None, None, None, *out_grads)
 
 
 def _block_logits(
@@ -227,13 +230,30 @@ def bucket_attention(
 
     q, k, v: (B, H, T, d); the terms' tables broadcast over batch and heads. Returns
     (B, H, T, d). Gradients flow to q, k, v and the terms' tensors (lut, or x and weight).
+    A term whose ``x`` is ``q`` itself reuses the attention's queries.
     """
+    return packed_bucket_attention(torch.stack((q, k, v)), terms, scale, block, q=q)
+
+
+def packed_bucket_attention(
+    qkv: torch.Tensor, terms: list[BucketTerm], scale: float, block: int = 32,
+    q: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``bucket_attention`` on q, k, v packed in one contiguous (3, B, H, T, d) tensor, which is
+    saved for backward as is and receives one packed gradient (no stacking copy).
+
+    ``q``: the view object the terms use for the queries (``BucketTerm(x=q)``), if any. The
+    (B, H, T, d) result is laid out (B, T, H, d) in memory, so ``out.transpose(1, 2)`` merges the
+    heads without a copy.
+    """
+    if not qkv.is_contiguous() or qkv.dim() != 5 or qkv.shape[0] != 3:
+        raise ValueError(f"qkv must be a contiguous (3, B, H, T, d) tensor, got {tuple(qkv.shape)}")
     kinds, tensors = [], []
     for term in terms:
         if term.lut is not None:
             kinds.append("transposed" if term.transposed else "lut")
             tensors.append(term.lut)
-        elif term.x is q:  # the attention's own queries: reuse them, gradient into dq
+        elif q is not None and term.x is q:  # the attention's own queries: gradient into dq
             assert term.weight is not None
             kinds.append("linear_q")
             tensors.append(term.weight)
@@ -241,5 +261,5 @@ def bucket_attention(
             assert term.x is not None and term.weight is not None
             kinds.append("linear")
             tensors += [term.x, term.weight]
-    return _BucketAttention.apply(q, k, v, scale, block, tuple(kinds),
+    return _BucketAttention.apply(qkv, scale, block, tuple(kinds),
                                   tuple(term.ids for term in terms), *tensors)
