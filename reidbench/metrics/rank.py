@@ -85,6 +85,12 @@ def evaluate_ranking_features(
     features) or "euclidean" (L2 distance, smaller first)."""
     q = torch.as_tensor(np.asarray(query) if not isinstance(query, torch.Tensor) else query).float()
     g = torch.as_tensor(np.asarray(gallery) if not isinstance(gallery, torch.Tensor) else gallery).float()
+    if junk_pid is not None:  # junk is never ranked: leave it out before scoring
+        keep = np.asarray(gallery_pids) != junk_pid
+        if not keep.all():
+            g, gallery_pids = g[torch.as_tensor(keep)], np.asarray(gallery_pids)[keep]
+            gallery_camids = None if gallery_camids is None else np.asarray(gallery_camids)[keep]
+            junk_pid = None
     if metric == "cosine":
         q, g = torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(g, dim=1)
         gt = g.T.contiguous()
@@ -111,17 +117,27 @@ def rank_from_scores(
     higher first; chunks hold about ``chunk_elements`` scores.
 
     Per chunk, each query's valid positives (from a per-identity table of gallery indices, no
-    sort of the gallery) are sorted by score; one ``searchsorted`` places every gallery item
-    among them, and a per-row histogram of those places gives each positive's rank among the
-    valid items. Rows where a gallery item ties a positive's score exactly are recomputed by
-    direct comparison, so ties are broken by gallery index as documented.
+    sort of the gallery) are sorted by score, and each positive value p is preceded by its float
+    predecessor p-. One ``searchsorted`` of every gallery score among these 2M bounds gives an
+    even slot for a score strictly between two positives and an odd slot for a score equal to a
+    positive; a per-row histogram of the slots gives each positive's rank among the valid items
+    (a suffix sum), and the odd slots count exact ties. Rows where a non-positive ties a positive
+    exactly are recomputed by direct comparison, so ties are broken by gallery index as
+    documented. Gallery items of the query's identity seen by the same camera are taken back
+    out of the histogram; junk columns are dropped before anything is counted.
     """
     qp, gp = torch.as_tensor(np.asarray(query_pids)), torch.as_tensor(np.asarray(gallery_pids))
     use_cams = query_camids is not None and gallery_camids is not None
     qc = torch.as_tensor(np.asarray(query_camids)) if use_cams else None
     gc = torch.as_tensor(np.asarray(gallery_camids)) if use_cams else None
     max_rank = min(max_rank, ng)
-    junk = gp == junk_pid if junk_pid is not None else torch.zeros(ng, dtype=torch.bool)
+    if junk_pid is not None and bool((gp == junk_pid).any()):
+        keep = torch.nonzero(gp != junk_pid).view(-1)
+        gp, gc = gp[keep], gc[keep] if gc is not None else None
+        inner = row_scores
+
+        def row_scores(rows: slice) -> torch.Tensor:
+            return inner(rows)[:, keep]
     table, q_group = _identity_table(qp, gp)
 
     first_hits = torch.full((nq,), -1, dtype=torch.long)  # 0-based rank of first positive
@@ -132,15 +148,14 @@ def rank_from_scores(
     for start in range(0, nq, rows_per_chunk):
         sl = slice(start, min(nq, start + rows_per_chunk))
         chunk = row_scores(sl).contiguous()  # (C, Ng)
-        same_pid = qp[sl, None] == gp[None, :]  # (C, Ng)
-        removed = junk[None, :] | (same_pid & (qc[sl, None] == gc[None, :]) if use_cams
-                                   else junk[None, :].expand_as(same_pid))
-        ranks, npos, tied = _ranks_by_histogram(chunk, table, q_group[sl], sl, qc, gc, junk,
-                                                same_pid, removed)
+        ranks, npos, tied = _ranks_by_histogram(chunk, table, q_group[sl],
+                                                qc[sl] if qc is not None else None, gc)
         if tied.any():  # exact ties with a positive: direct comparison for those rows
             rows = torch.nonzero(tied).view(-1)
-            exact, _ = _ranks_by_comparison(chunk[rows], same_pid[rows] & ~removed[rows],
-                                            ~removed[rows])
+            same_pid = qp[sl][rows, None] == gp[None, :]
+            removed = (same_pid & (qc[sl][rows, None] == gc[None, :]) if qc is not None and gc is not None
+                       else torch.zeros_like(same_pid))
+            exact, _ = _ranks_by_comparison(chunk[rows], same_pid & ~removed, ~removed)
             width = max(ranks.shape[1], exact.shape[1])
             ranks = _pad_to(ranks, width)
             ranks[rows] = _pad_to(exact, width)
@@ -198,35 +213,46 @@ def _identity_table(qp: torch.Tensor, gp: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def _ranks_by_histogram(
-    chunk: torch.Tensor, table: torch.Tensor, q_group: torch.Tensor, sl: slice,
-    qc: torch.Tensor | None, gc: torch.Tensor | None, junk: torch.Tensor,
-    same_pid: torch.Tensor, removed: torch.Tensor,
+    chunk: torch.Tensor, table: torch.Tensor, q_group: torch.Tensor,
+    qc: torch.Tensor | None, gc: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(C, M) 0-based ranks of each query's valid positives among its valid gallery items,
     ascending and padded with a large value; (C,) positives per query; (C,) rows with ties."""
     c = chunk.shape[0]
-    cand = table[q_group.clamp(min=0)]  # (C, M) gallery indices of the query's identity
-    ok = (cand >= 0) & (q_group[:, None] >= 0)
+    # (C, M) gallery indices of each query's identity; M: the chunk's largest identity (the
+    # table is as wide as the largest gallery identity, often a distractor group)
+    known = q_group[q_group >= 0]
+    m = int((table[known] >= 0).sum(1).max()) if len(known) else 0
+    cand = table[q_group.clamp(min=0), :m]
+    member = (cand >= 0) & (q_group[:, None] >= 0)
     idx = cand.clamp(min=0)
-    ok &= ~junk[idx]
-    if qc is not None and gc is not None:
-        ok &= gc[idx] != qc[sl, None]
+    same_cam = gc[idx] == qc[:, None] if qc is not None and gc is not None else None
+    ok = member & ~same_cam if same_cam is not None else member  # valid positives
     npos = ok.sum(1)
-    m = cand.shape[1]
-    asc = torch.gather(chunk, 1, idx).masked_fill(~ok, float("inf")).sort(1).values  # (C, M)
-    # positives scoring below each item: one search per item (int32 halves the traffic)
-    below = torch.searchsorted(asc, chunk, side="left", out_int32=True)  # (C, Ng)
-    # ties: an item equal to the lowest positive at or above it (a positive equals itself), or
-    # two equal positives
-    nearest = torch.gather(asc, 1, below.clamp(max=max(m - 1, 0)).long())
-    other = ~(same_pid | removed)
-    tied = ((nearest == chunk) & other).any(1)
+    vals = torch.gather(chunk, 1, idx)
+    asc = vals.masked_fill(~ok, float("inf")).sort(1).values  # (C, M), padding last
+    # bounds p- < p for every positive p: a score lands in slot 2k when k positives lie below
+    # it and it equals none, in slot 2k + 1 when it equals the k-th positive
+    bounds = torch.cat([torch.nextafter(asc, asc.new_tensor(float("-inf"))), asc], 1).sort(1).values
+    width = 2 * m + 1
+    offsets = (torch.arange(c, dtype=torch.int32) * width)[:, None]
+    slots = torch.searchsorted(bounds, chunk, out_int32=True).add_(offsets)  # (C, Ng)
+    hist = torch.bincount(slots.view(-1), minlength=c * width).view(c, width)
+    if same_cam is not None:  # same identity, same camera: not valid items, take them back out
+        out = member & same_cam
+        if out.any():
+            back = torch.searchsorted(bounds, vals, out_int32=True).add_(offsets)[out]
+            hist -= torch.bincount(back, minlength=c * width).view(c, width)
+    # exact ties: a valid non-positive in an odd slot (each positive sits in its own), or two
+    # equal positives
+    tied = hist[:, 1::2].sum(1) != npos
     tied |= ((asc[:, 1:] == asc[:, :-1]) & torch.isfinite(asc[:, 1:])).any(1)
-    place = (npos[:, None].int() - below).masked_fill_(removed, m + 1)  # positives >= x
-    place += (torch.arange(c, dtype=torch.int32) * (m + 2))[:, None]
-    hist = torch.bincount(place.view(-1), minlength=c * (m + 2)).view(c, m + 2)
-    ranks = hist.cumsum(1)[:, :m]  # ranks[:, j] = items placed before positive j + 1
-    ranks = ranks.masked_fill(torch.arange(m)[None, :] >= npos[:, None], _PAD)
+    above = hist.flip(1).cumsum(1).flip(1)  # above[:, i]: items in slots >= i
+    # the r-th best positive is the (npos-1-r)-th ascending; items strictly above it fill
+    # slots >= 2 (npos - r)
+    r = torch.arange(m)[None, :]
+    ranks = torch.gather(above, 1, (2 * (npos[:, None] - r)).clamp(0, width - 1))
+    ranks = ranks.masked_fill(r >= npos[:, None], _PAD)
     return ranks, npos, tied
 
 
