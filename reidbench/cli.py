@@ -10,11 +10,11 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from reidbench.cli_robustness import add_robustness_parsers, cmd_bench, cmd_robustness
 from reidbench.errors import ConfigError, ReidbenchError
 
 log = logging.getLogger("reidbench")
 
-SYNTHETIC = ("synthetic-reid", "synthetic-faces")
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,25 +43,9 @@ def _run_parser(sub: Any) -> None:
 
 
 def _data_parser(sub: Any) -> None:
-    data = sub.add_parser("data", help="generate, preview and list datasets")
-    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=Parser)
-    synth = dsub.add_parser("synth", help="generate an embedded synthetic dataset")
-    synth.add_argument("name", choices=SYNTHETIC)
-    synth.add_argument("--root", required=True, type=Path, help="output folder")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--ids", type=int, help="number of identities (default: generator's)")
-    synth.add_argument("--train-ids", type=int,
-                       help="synthetic-faces: training identities (default: generator's)")
-    prev = dsub.add_parser("preview", help="draw a grid of samples with their keypoints")
-    prev.add_argument("name")
-    prev.add_argument("--data-root", help="data root (default: $REIDBENCH_DATA, else ./datasets)")
-    prev.add_argument("--out", required=True, type=Path, help="PNG to write")
-    prev.add_argument("--split", default="train", choices=("train", "query", "gallery"),
-                      help="split to sample; for face sets 'train' is the training identities "
-                           "and query/gallery show the verification images")
-    prev.add_argument("--num", type=int, default=32, help="number of samples")
-    prev.add_argument("--seed", type=int, default=0)
-    dsub.add_parser("list", help="list datasets and their expected trees")
+    from reidbench.cli_data import add_data_parser
+
+    add_data_parser(sub)
 
 
 def build_parser() -> Parser:
@@ -83,6 +67,13 @@ def build_parser() -> Parser:
     ev.add_argument("--topk", type=int,
                     help="re-ID: rank only the top K of a FAISS search; metrics are then "
                          "truncated at K (mAP@K is a lower bound of mAP)")
+    ev.add_argument("--rerank", action="store_true",
+                    help="re-ID: k-reciprocal re-ranking (Zhong et al. 2017) on FAISS neighbour "
+                         "lists before the full-ranking metrics")
+    ev.add_argument("--k1", type=int, default=20, help="re-ranking: k-reciprocal neighbours (20)")
+    ev.add_argument("--k2", type=int, default=6, help="re-ranking: query-expansion neighbours (6)")
+    ev.add_argument("--lambda", dest="lambda_value", type=float, default=0.3,
+                    help="re-ranking: weight of the original distance (0.3)")
     models = sub.add_parser("models", help="list the models with parameter counts and FLOPs")
     models.add_argument("names", nargs="*", help="models to list (default: all registered)")
     models.add_argument("--dataset", help="input size and keypoints of this dataset's preset "
@@ -92,13 +83,15 @@ def build_parser() -> Parser:
     lb = sub.add_parser("leaderboard", help="rebuild results/leaderboard.csv from run records")
     lb.add_argument("--runs", type=Path, default=Path("results/runs"))
     lb.add_argument("--out", type=Path, default=Path("results/leaderboard.csv"))
+    add_robustness_parsers(sub)
     return parser
 
 
 def cmd_run(args: argparse.Namespace, progress: bool) -> int:
     from reidbench.config import deep_merge, parse_override, resolve_config
+    from reidbench.datasets.catalog import dataset_builder
     from reidbench.engine.run import find_resume_dir, resume_config, run_experiment
-    from reidbench.registry import DATASETS, MODELS
+    from reidbench.registry import MODELS
     from reidbench.reporting.records import new_run_id, unique_run_dir
 
     flags: dict[str, Any] = {}
@@ -113,7 +106,7 @@ def cmd_run(args: argparse.Namespace, progress: bool) -> int:
         flags["output"] = args.output
     cfg = resolve_config(args.dataset, args.model, args.config, flags, args.overrides)
     MODELS.get(cfg.model.name)
-    DATASETS.get(cfg.data.name)
+    dataset_builder(cfg.data.name)
     resume = args.resume is not None
     if resume:
         run_dir = find_resume_dir(cfg, args.resume or None)
@@ -148,56 +141,22 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from reidbench.datasets.catalog import INFOS, build_dataset
+    from reidbench.cli_data import cmd_data as run_data_command
 
-    if args.data_command == "list":
-        for info in INFOS.values():
-            sys.stdout.write(f"{info.name:16s} {info.kind:13s} {info.tree}\n{'':30s} source: {info.source}\n")
-        return 0
-    if args.data_command == "synth":
-        if args.name == "synthetic-reid":
-            from reidbench.datasets.synthetic_reid import generate_synthetic_reid as generate
-        else:
-            from reidbench.datasets.synthetic_faces import generate_synthetic_faces as generate
-        kwargs = {"seed": args.seed, **({"num_ids": args.ids} if args.ids else {})}
-        if args.train_ids is not None:
-            if args.name != "synthetic-faces":
-                raise ConfigError("--train-ids applies to synthetic-faces only")
-            kwargs["num_train_ids"] = args.train_ids
-        manifest = generate(args.root, **kwargs)
-        log.info("wrote %s to %s: %s", args.name, args.root, manifest.get("counts"))
-        return 0
-    from reidbench.config import DataConfig
-    from reidbench.datasets.base import FaceSplit, ReidSplit
-    from reidbench.reporting.preview import pick, preview_grid
-
-    # an unknown name is the registry's one-line error, raised by build_dataset
-    data = build_dataset(DataConfig(name=args.name, root=args.data_root))
-    labels = None
-    if isinstance(data, ReidSplit):
-        records = pick(getattr(data, args.split), args.num, args.seed)
-    elif isinstance(data, FaceSplit) and args.split == "train":
-        records = pick(data.train, args.num, args.seed)
-    else:  # a verification set: its images, labelled by name
-        vs = data.verification if isinstance(data, FaceSplit) else data
-        records = pick(vs.images, args.num, args.seed)
-        labels = [vs.identities[r.pid][:18] for r in records]
-    preview_grid(records, args.out, labels=labels)
-    log.info("wrote %s (%d samples of %s)", args.out, len(records), args.name)
-    return 0
+    return run_data_command(args)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     from reidbench.config import resolve_config
-    from reidbench.datasets.catalog import INFOS
-    from reidbench.registry import DATASETS, MODELS
+    from reidbench.datasets.catalog import INFOS, dataset_builder
+    from reidbench.registry import MODELS
     from reidbench.reporting.model_table import format_table, model_rows
 
     rows = []
     for name in args.names or MODELS.names():
         cfg = resolve_config(args.dataset, name, overrides=args.overrides)
         MODELS.get(cfg.model.name)
-        DATASETS.get(cfg.data.name)
+        dataset_builder(cfg.data.name)
         info = INFOS.get(cfg.data.name)
         k = info.num_keypoints if info else 0
         (row,) = model_rows([cfg.model.name], (cfg.data.height, cfg.data.width), k, cfg.model)
@@ -230,6 +189,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rows = [("accuracy", metrics["accuracy"]), ("accuracy_std", metrics["accuracy_std"]),
                 ("auc", metrics["auc"]), ("eer", metrics["eer"])]
         rows += [(f"TAR@FAR={k}", v) for k, v in metrics["tar_at_far"].items()]
+    elif args.rerank:
+        from reidbench.retrieval.rerank import RerankParams, evaluate_reranked
+
+        if args.topk is not None:
+            raise ConfigError("--rerank gives full-ranking metrics: drop --topk")
+        params = RerankParams(args.k1, args.k2, args.lambda_value)
+        result = evaluate_reranked(data.query, data.gallery, data.query_pids, data.gallery_pids,
+                                   data.query_camids, data.gallery_camids, args.metric, params,
+                                   args.max_rank)
+        rerank = {"k1": params.k1, "k2": params.k2, "lambda": params.lambda_value}
+        metrics = {"task": "reid", "metric": args.metric, "rerank": rerank, **result.as_dict()}
+        rows = _rank_rows(metrics)
     elif args.topk is not None or args.index != "flat":
         from reidbench.metrics.rank import evaluate_topk
         from reidbench.retrieval import build_index
@@ -254,17 +225,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             data.gallery_camids, metric=args.metric, max_rank=args.max_rank,
         )
         metrics = {"task": "reid", "metric": args.metric, **result.as_dict()}
-        rows = [("mAP", metrics["mAP"]), ("mINP", metrics["mINP"]),
-                *((f"rank-{r}", metrics["cmc"][r - 1]) for r in (1, 5, 10, 20)
-                  if r <= len(metrics["cmc"])),
-                ("valid queries", metrics["num_valid_queries"]),
-                ("skipped queries", metrics["num_skipped_queries"])]
+        rows = _rank_rows(metrics)
     for name, value in rows:
         text = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
         sys.stdout.write(f"{name:18s} {text}\n")
     if args.json:
         atomic_write_json(args.json, metrics)
     return 0
+
+
+def _rank_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [("mAP", metrics["mAP"]), ("mINP", metrics["mINP"]),
+            *((f"rank-{r}", metrics["cmc"][r - 1]) for r in (1, 5, 10, 20) if r <= len(metrics["cmc"])),
+            ("valid queries", metrics["num_valid_queries"]),
+            ("skipped queries", metrics["num_skipped_queries"])]
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -294,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_models(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command in ("robustness", "bench"):
+            command = cmd_robustness if args.command == "robustness" else cmd_bench
+            return command(args, progress, sys.argv[1:] if argv is None else argv)
         return cmd_leaderboard(args)
     except ReidbenchError as exc:
         sys.stderr.write(f"reidbench: error: {exc}\n")

@@ -29,9 +29,13 @@ class DataConfig:
     height: int = 128  # model input height, pixels
     width: int = 64  # model input width, pixels
     num_instances: int = 4  # K of the P x K sampler (P = batch_size / K)
+    sampler: str = "pk"  # pk (identity-balanced) | pk_camera (an identity's K images across its cameras)
     flip_prob: float = 0.5  # horizontal flip (keypoints mirrored, left/right swapped)
     pad: int = 4  # random translation of up to +-pad pixels (pad-and-crop)
     erase_prob: float = 0.0  # random erasing probability
+    aug_affine: int = 0  # random similarity on image + keypoints: the robustness "affine" range at
+    #   this severity (0-5, reidbench/data/perturb.py); 0 = off (the default recipe)
+    aug_affine_prob: float = 1.0  # probability of that similarity per training image
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # normalisation mean (RGB)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)  # normalisation std (RGB)
     num_workers: int = 0  # DataLoader workers; 0 decodes in the main process
@@ -71,10 +75,34 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    """Training objectives, combined as sum_i weights[i] * terms[i] (each term logged on its own).
+
+    Registered names (``reidbench.losses``): ``ce`` (label-smoothed cross-entropy on the BN-neck
+    feature), ``triplet`` (batch-hard, on the feature before the neck), ``arcface``, ``cosface``,
+    ``adaface`` (cosine-margin classifiers on the neck feature, replacing ``ce``), ``circle`` and
+    ``supcon`` (pair losses on the feature before the neck), ``rp_triplet`` (relative-position
+    triplet) and ``jsd`` (Jensen-Shannon positional loss); the last two need a ViT with absolute
+    embeddings and/or a per-pair relative bias (see ``reidbench.losses.positional``).
+    """
+
     terms: tuple[str, ...] = ("ce", "triplet")  # loss names, summed with `weights`
     weights: tuple[float, ...] = (1.0, 1.0)  # one weight per term
-    label_smoothing: float = 0.1  # cross-entropy label smoothing
-    margin: float = 0.3  # triplet margin; 0 selects the soft-margin form
+    label_smoothing: float = 0.1  # cross-entropy label smoothing (ce only)
+    margin: float = 0.3  # triplet margin; 0 selects the soft-margin form log(1 + exp(d_ap - d_an))
+    scale: float = 64.0  # s of the cosine-margin heads: logits = s * (margined) cosine
+    arc_margin: float = 0.5  # ArcFace additive angular margin m (radians): cos(theta_y + m)
+    cos_margin: float = 0.35  # CosFace additive cosine margin m: cos(theta_y) - m
+    ada_margin: float = 0.4  # AdaFace margin m, scaled per sample by its feature-norm quality
+    ada_h: float = 0.333  # AdaFace h: the normalised norm (|z| - mean) / std * h is clipped to [-1, 1]
+    ada_momentum: float = 0.01  # AdaFace EMA momentum of the batch mean / std of feature norms
+    circle_margin: float = 0.25  # Circle loss relaxation m (optima 1 - m and m, margins 1 - m and m)
+    circle_gamma: float = 128.0  # Circle loss scale gamma
+    supcon_temperature: float = 0.1  # SupCon temperature tau on cosine similarities
+    rp_topn: int = 8  # rp_triplet / jsd: N patches most similar to CLS -> N (N - 1) / 2 relations
+    rp_layers: tuple[int, ...] = ()  # () = relative bias averaged over heads and layers; else these
+    #   layers (negative counts from the end), each averaged over heads, relations concatenated
+    rp_margin: float = 0.3  # rp_triplet margin on relation vectors; 0 selects the soft-margin form
+    jsd_temperature: float = 1.0  # jsd: relation vectors -> softmax(R / temperature) distributions
 
 
 @dataclass(frozen=True)
@@ -97,6 +125,10 @@ class EvalConfig:
     max_rank: int = 50  # CMC length
     batch_size: int = 128  # feature-extraction batch
     flip: bool = False  # flip test: add the features of the mirrored image (keypoints mirrored too)
+    rerank: bool = False  # re-ID: k-reciprocal re-ranking (Zhong et al. 2017) before the metrics
+    rerank_k1: int = 20  # re-ranking: k of the k-reciprocal neighbour sets
+    rerank_k2: int = 6  # re-ranking: neighbours averaged by local query expansion (1 = none)
+    rerank_lambda: float = 0.3  # re-ranking: weight of the original distance (1 - of the Jaccard)
 
 
 @dataclass(frozen=True)

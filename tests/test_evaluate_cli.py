@@ -99,3 +99,32 @@ def test_topk_mode_says_it_is_truncated(tmp_path: Path, capsys: pytest.CaptureFi
     assert "truncated at k=15" in capsys.readouterr().out
     got = json.loads(out.read_text())
     assert got["truncated_at_k"] == 15 and len(got["cmc"]) == 15 and "mAP" not in got
+
+
+def test_rerank_flag_matches_torchreid_reranking(tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torchreid.reid.utils.rerank import re_ranking
+
+    arrays = reid_arrays(3)
+    np.savez(tmp_path / "f.npz", **arrays)
+    out = tmp_path / "m.json"
+    assert cli.main(["-q", "evaluate", "--features", str(tmp_path / "f.npz"), "--rerank", "--k1", "8",
+                     "--k2", "3", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    q = arrays["query_feats"] / np.linalg.norm(arrays["query_feats"], axis=1, keepdims=True)
+    g = arrays["gallery_feats"] / np.linalg.norm(arrays["gallery_feats"], axis=1, keepdims=True)
+    dist = re_ranking(1 - q @ g.T, 1 - q @ q.T, 1 - g @ g.T, k1=8, k2=3, lambda_value=0.3)
+    ref = evaluate_ranking(dist, arrays["query_pids"], arrays["gallery_pids"], arrays["query_camids"],
+                           arrays["gallery_camids"], higher_is_better=False)
+    assert got["rerank"] == {"k1": 8, "k2": 3, "lambda": 0.3}
+    assert got["mAP"] == pytest.approx(ref.mAP, abs=1e-6)
+    assert got["cmc"] == pytest.approx(list(ref.cmc), abs=1e-6)
+
+
+def test_rerank_refuses_topk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.savez(tmp_path / "f.npz", **reid_arrays())
+    assert cli.main(["evaluate", "--features", str(tmp_path / "f.npz"), "--rerank", "--topk", "5"]) == 2
+    assert "--rerank" in capsys.readouterr().err

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from reidbench.datasets.base import FACE_KEYPOINTS
-from reidbench.datasets.lfw import read_lfw
+from reidbench import cli
+from reidbench.config import DataConfig
+from reidbench.datasets.alignment import load_aligned
+from reidbench.datasets.base import FACE_KEYPOINTS, FaceSplit, VerificationSet
+from reidbench.datasets.catalog import build_dataset
+from reidbench.datasets.lfw import LFW_ALIGN, read_lfw, read_lfw_split
 from reidbench.datasets.synthetic_faces import generate_synthetic_faces
 from reidbench.errors import DatasetError
 
@@ -84,8 +89,9 @@ def test_one_fold_header(tmp_path: Path) -> None:
 
 
 def test_reads_the_synthetic_set(tmp_path: Path) -> None:
-    manifest = generate_synthetic_faces(tmp_path, seed=2, num_ids=12, folds=2, pairs_per_fold=4,
-                                        num_train_ids=3)
+    manifest = generate_synthetic_faces(
+        tmp_path, seed=2, num_ids=12, folds=2, pairs_per_fold=4, num_train_ids=3
+    )
     vs = read_lfw(tmp_path)
     counts = manifest["counts"]
     assert len(vs.images) == counts["images"] and len(vs.identities) == counts["identities"]
@@ -163,3 +169,91 @@ def test_pair_to_a_missing_image(tmp_path: Path) -> None:
     message = str(err.value)
     assert "pairs.txt:2" in message
     assert str(tmp_path / "lfw" / "Alice_Smith" / "Alice_Smith_0004.jpg") in message
+
+
+def test_data_root_holding_the_lfw_folder_and_other_image_folder_names(tmp_path: Path) -> None:
+    _tiny_lfw(tmp_path / "lfw")  # <data root>/lfw/{lfw/, pairs.txt}, as datasets/lfw/
+    assert read_lfw(tmp_path).root == tmp_path / "lfw"
+    (tmp_path / "lfw" / "lfw").rename(tmp_path / "lfw" / "lfw-deepfunneled")
+    vs = read_lfw(tmp_path / "lfw")
+    assert Path(vs.images[0].path).parent.parent.name == "lfw-deepfunneled"
+
+
+def test_records_carry_the_documented_alignment(tmp_path: Path) -> None:
+    vs = read_lfw(_tiny_lfw(tmp_path))
+    assert all(r.align == LFW_ALIGN for r in vs.images)
+    assert LFW_ALIGN.size == 112 and LFW_ALIGN.center_fraction == 0.6
+    image, kps = load_aligned(vs.images[0], np.zeros((250, 250, 3), np.uint8))
+    assert image.shape == (112, 112, 3) and kps is None  # no landmarks: centre crop
+
+
+def test_landmarks_align_onto_the_template(tmp_path: Path) -> None:
+    from reidbench.datasets.alignment import ARCFACE_TEMPLATE, to_normalised, to_pixels
+    from reidbench.datasets.keypoints import write_keypoints_csv
+
+    _tiny_lfw(tmp_path)
+    lm = ARCFACE_TEMPLATE * 2.0 + 10.0  # pixel landmarks in a 250x250 image
+    rows = {f"lfw/{n}/{n}_0001.jpg": to_normalised(lm, (250, 250)) for n in PEOPLE}
+    write_keypoints_csv(tmp_path / "landmarks.csv", rows, FACE_KEYPOINTS.names)
+    vs = read_lfw(tmp_path)
+    record = vs.images[0]
+    assert record.keypoints is not None and vs.keypoint_schema is FACE_KEYPOINTS
+    _, kps = load_aligned(record, np.zeros((250, 250, 3), np.uint8))
+    np.testing.assert_allclose(to_pixels(kps, (112, 112)), ARCFACE_TEMPLATE, atol=1e-3)
+
+
+def test_other_keypoint_counts_are_kept_as_keypoints(tmp_path: Path) -> None:
+    from reidbench.datasets.keypoints import write_keypoints_csv
+
+    _tiny_lfw(tmp_path)
+    write_keypoints_csv(tmp_path / "marks.csv", {"lfw/Bob_Jones/Bob_Jones_0001.jpg": np.zeros((3, 2))})
+    vs = read_lfw(tmp_path, landmarks=tmp_path / "marks.csv")
+    assert vs.keypoint_schema.num_keypoints == 3
+    assert sum(r.keypoints is not None for r in vs.images) == 1
+
+
+def test_train_folder_makes_a_face_split(tmp_path: Path) -> None:
+    _tiny_lfw(tmp_path)
+    assert isinstance(read_lfw_split(tmp_path), VerificationSet)  # real LFW: test only
+    for name in ("Zed_One", "Yan_Two"):
+        for k in (1, 2):
+            (tmp_path / "train" / name).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / "train" / name / f"{name}_{k:04d}.jpg")
+    split = read_lfw_split(tmp_path)
+    assert isinstance(split, FaceSplit) and split.num_train_pids == 2
+    assert [r.pid for r in split.train] == [0, 0, 1, 1]  # Yan_Two sorts first
+    assert all(r.align == LFW_ALIGN for r in split.train)
+    assert build_dataset(DataConfig(name="lfw", root=str(tmp_path))).train == split.train
+
+
+def test_run_on_a_synthetic_faces_root_as_lfw(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    generate_synthetic_faces(tmp_path / "sf", seed=0, num_ids=24, num_train_ids=12)
+    code = cli.main(
+        [
+            "-q",
+            "run",
+            "--model",
+            "ape",
+            "--dataset",
+            "lfw",
+            "--data-root",
+            str(tmp_path / "sf"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--set",
+            "model.depth=1",
+            "--set",
+            "data.height=56",
+            "--set",
+            "data.width=56",
+            "--output",
+            str(tmp_path / "runs"),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    (run,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "verification" and metrics["num_folds"] == 10
+    assert 0.0 <= metrics["accuracy"] <= 1.0

@@ -89,3 +89,16 @@ def test_tiny_sets_with_fewer_items_than_k1() -> None:
     got = k_reciprocal_distances(qf, gf, "cosine")(slice(0, 3)).numpy()
     assert torch.isfinite(torch.as_tensor(got)).all()
     np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_evaluate_reid_reranks_when_asked() -> None:
+    from reidbench.evaluation.reid import Features, evaluate_reid
+    from reidbench.retrieval.rerank import evaluate_reranked
+
+    qf, gf, qp, gp, qc, gc = clustered(9)
+    q = Features(qf, qp, qc)
+    g = Features(gf, gp, gc)
+    params = RerankParams(10, 2, 0.4)
+    got = evaluate_reid(q, g, "cosine", 20, rerank=params)
+    want = evaluate_reranked(qf, gf, qp, gp, qc, gc, "cosine", params, 20)
+    assert got.mAP == want.mAP and got.mAP != evaluate_reid(q, g, "cosine", 20).mAP

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from reidbench.data.sampler import PKSampler
+from reidbench.data.sampler import (
+    CameraBalancedPKSampler,
+    PKSampler,
+    build_sampler,
+    camera_chunks,
+    distributed_rank,
+)
 from reidbench.errors import ConfigError
 
 
@@ -73,3 +81,136 @@ def test_too_few_identities_is_a_clear_error() -> None:
         PKSampler([0, 1, 2], 64, 4)
     with pytest.raises(ConfigError, match="multiple of K"):
         PKSampler(make_pids(), 30, 4)
+
+
+# --- camera-balanced variant -----------------------------------------------------------------
+
+
+def make_cams(pids: list[int], seed: int = 0, cams: int = 4) -> list[int]:
+    rng = np.random.default_rng(seed)
+    weights = rng.dirichlet(np.ones(cams), size=max(pids) + 1)  # uneven cameras per identity
+    return [int(rng.choice(cams, p=weights[pid])) for pid in pids]
+
+
+@pytest.mark.parametrize("p,k", [(4, 4), (3, 5)])
+def test_camera_balanced_batches_and_length(p: int, k: int) -> None:
+    pids = make_pids(2)
+    sampler = CameraBalancedPKSampler(pids, make_cams(pids), p * k, k, seed=1)
+    items = list(sampler)
+    assert len(items) == len(sampler) == sampler.num_batches * p * k
+    for batch in batches(sampler):
+        counts = Counter(pids[i] for i, _ in batch)
+        assert len(counts) == p and set(counts.values()) == {k}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_camera_chunks_spread_every_camera_evenly(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 6))
+    per_cam = rng.integers(0, 9, size=int(rng.integers(1, 5)))
+    cams = [c for c, n in enumerate(per_cam) for _ in range(n)] or [0]
+    indices = [100 + i for i in range(len(cams))]
+    cam_of = dict(zip(indices, cams))
+    chunks = camera_chunks(indices, cams, k, torch.Generator().manual_seed(seed))
+    assert len(chunks) == max(1, len(indices) // k) and all(len(c) == k for c in chunks)
+    used = [i for c in chunks for i in c]
+    assert set(used) <= set(indices)
+    available = Counter(cams)
+    if len(indices) < k:  # oversampled: cameras cycle, counts differ by at most one
+        per_chunk = Counter(cam_of[i] for i in chunks[0])
+        assert set(per_chunk) == set(available)
+        assert max(per_chunk.values()) - min(per_chunk.values()) <= 1
+        return
+    assert len(set(used)) == len(used)  # no image twice when there are enough
+    selected = Counter(cam_of[i] for i in used)
+    # round-robin selection: a camera with unused images has at most one image fewer than any other
+    for c in available:
+        if selected[c] < available[c]:
+            assert all(selected[c] >= selected[d] - 1 for d in available)
+    m = len(chunks)
+    for chunk in chunks:  # each camera dealt floor or ceil of its share to every chunk
+        per_chunk = Counter(cam_of[i] for i in chunk)
+        for c in available:
+            assert per_chunk[c] in (selected[c] // m, -(-selected[c] // m))
+
+
+def test_camera_balanced_covers_more_cameras_than_plain() -> None:
+    pids = [p for p in range(12) for _ in range(12)]
+    cams = [i % 3 for i in range(len(pids))]  # 3 cameras x 4 images per identity
+    plain = PKSampler(pids, 16, 4, seed=0)
+    balanced = CameraBalancedPKSampler(pids, cams, 16, 4, seed=0)
+    for b in batches(balanced):  # every chunk of 4 holds all 3 cameras
+        for pid in {pids[i] for i, _ in b}:
+            assert len({cams[i] for i, _ in b if pids[i] == pid}) == 3
+    missing = sum(len({cams[i] for i, _ in b if pids[i] == pid}) < 3
+                  for b in batches(plain) for pid in {pids[i] for i, _ in b})
+    assert missing > 0  # the plain sampler does not guarantee it
+
+
+def test_camera_balanced_is_seeded_and_ranks_are_disjoint() -> None:
+    pids = make_pids(3, ids=40)
+    cams = make_cams(pids, 3)
+    a = CameraBalancedPKSampler(pids, cams, 16, 4, seed=5)
+    assert list(a) == list(CameraBalancedPKSampler(pids, cams, 16, 4, seed=5))
+    assert list(a) != list(CameraBalancedPKSampler(pids, cams, 16, 4, seed=6))
+    ranks = [CameraBalancedPKSampler(pids, cams, 16, 4, seed=7, rank=r, world_size=2) for r in range(2)]
+    for b0, b1 in zip(batches(ranks[0]), batches(ranks[1])):
+        assert not {pids[i] for i, _ in b0} & {pids[i] for i, _ in b1}
+
+
+# --- building by name, distributed defaults --------------------------------------------------
+
+
+def test_build_sampler_by_name_and_errors() -> None:
+    pids = make_pids()
+    cams = make_cams(pids)
+    assert type(build_sampler("pk", pids, cams, 16, 4)) is PKSampler
+    assert isinstance(build_sampler("pk_camera", pids, cams, 16, 4), CameraBalancedPKSampler)
+    with pytest.raises(ConfigError, match="unknown data.sampler 'nope'; expected one of: pk, pk_camera"):
+        build_sampler("nope", pids, cams, 16, 4)
+    with pytest.raises(ConfigError, match="camera ids"):
+        CameraBalancedPKSampler(pids, cams[:-1], 16, 4)
+    with pytest.raises(ConfigError, match="rank 2 is not in"):
+        PKSampler(pids, 16, 4, rank=2, world_size=2)
+
+
+def test_build_sampler_reads_the_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reidbench.data import sampler as sampler_module
+
+    pids = make_pids(ids=40)
+    assert distributed_rank() == (0, 1)  # no process group here
+    monkeypatch.setattr(sampler_module, "distributed_rank", lambda: (1, 2))
+    built = build_sampler("pk", pids, pids, 16, 4, seed=3)
+    assert (built.rank, built.world_size) == (1, 2)
+    assert list(built) == list(PKSampler(pids, 16, 4, seed=3, rank=1, world_size=2))
+
+
+def _rank_worker(rank: int, world: int, init: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        pids = make_pids(ids=40)
+        sampler = build_sampler("pk", pids, pids, 16, 4, seed=11)
+        steps = [sorted({pids[i] for i, _ in b}) for b in batches(sampler)]
+        with open(f"{out}.{rank}", "w") as fh:
+            json.dump({"rank": sampler.rank, "world": sampler.world_size, "steps": steps}, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns two processes (about 6 s)
+def test_ranks_under_a_real_process_group_draw_disjoint_identities(tmp_path: Path) -> None:
+    import json
+
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "steps")
+    mp.spawn(_rank_worker, args=(2, f"file://{tmp_path / 'store'}", out), nprocs=2, join=True)
+    runs = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
+    assert [(r["rank"], r["world"]) for r in runs] == [(0, 2), (1, 2)]
+    assert len(runs[0]["steps"]) == len(runs[1]["steps"]) > 0
+    for s0, s1 in zip(runs[0]["steps"], runs[1]["steps"]):
+        assert len(s0) == len(s1) == 4 and not set(s0) & set(s1)

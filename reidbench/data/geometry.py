@@ -51,6 +51,25 @@ def similarity(
     return translation(*shift) @ about(center, rotation(degrees) @ scaling(scale))
 
 
+def random_similarity(
+    rng: np.random.Generator, hw: tuple[int, int], max_degrees: float, max_scale: float,
+    max_shift: float,
+) -> np.ndarray:
+    """A random similarity about the centre of an ``hw`` image: rotation uniform in
+    [-max_degrees, max_degrees], scale uniform in [1 - max_scale, 1 + max_scale], then a shift
+    uniform in [-max_shift, max_shift] times (W, H) on each axis.
+
+    Always draws four uniforms from ``rng`` (also for zero ranges), so the same generator state
+    gives the same direction of misalignment at every range.
+    """
+    h, w = hw
+    u = rng.uniform(-1.0, 1.0, size=4)
+    return similarity(
+        (w / 2.0, h / 2.0), degrees=float(u[0] * max_degrees), scale=float(1.0 + u[1] * max_scale),
+        shift=(float(u[2] * max_shift * w), float(u[3] * max_shift * h)),
+    )
+
+
 def hflip(width: float) -> np.ndarray:
     """Mirror x in an image of the given width: x -> width - x."""
     return np.array([[-1.0, 0.0, width], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])

@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from reidbench.data.transforms import Transform
+from reidbench.datasets.alignment import load_aligned
 from reidbench.datasets.base import ImageRecord
 from reidbench.errors import DatasetError
 
@@ -21,6 +22,12 @@ def load_rgb(path: str) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
+
+
+def load_sample(record: ImageRecord) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image and keypoints the model should see for ``record``: decoded, and aligned when
+    the record says how (faces with landmarks; ``datasets.alignment``)."""
+    return load_aligned(record, load_rgb(record.path))
 
 
 class ImageDataset(Dataset):
@@ -37,25 +44,29 @@ class ImageDataset(Dataset):
     ) -> None:
         self.records, self.transform = records, transform
         self.num_keypoints = num_keypoints
-        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def image(self, index: int) -> np.ndarray:
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Record ``index``'s image and keypoints before the transform (``load_sample``)."""
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        image = load_rgb(self.records[index].path)
+        sample = load_sample(self.records[index])
         if self._cache is not None:
-            self._cache[index] = image
-        return image
+            self._cache[index] = sample
+        return sample
+
+    def image(self, index: int) -> np.ndarray:
+        return self.sample(index)[0]
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = item if isinstance(item, tuple) else (item, None)
         record = self.records[index]
         rng = np.random.default_rng(seed) if seed is not None else None
-        kps_in = record.keypoints if self.num_keypoints else None
-        image, kps = self.transform(self.image(index), kps_in, rng)
+        image, kps_in = self.sample(index)
+        image, kps = self.transform(image, kps_in if self.num_keypoints else None, rng)
         has = kps is not None
         if not has:
             kps = np.zeros((self.num_keypoints, 2), dtype=np.float32)

@@ -24,6 +24,11 @@ class Transform:
         erase_prob: random erasing probability (area 2-40 %, aspect 0.3-3.3, zero after
             normalisation).
         flip_perm: keypoint permutation of a flip; None keeps the order.
+        affine: training: (max_degrees, max_scale, max_shift) of a random similarity about the
+            image centre (``geometry.random_similarity``), applied to image and keypoints
+            before the flip; None disables it (``perturb.affine_range`` gives the ranges of
+            the robustness sweep's "affine" perturbation at a severity).
+        affine_prob: probability of that similarity per image.
     """
 
     height: int
@@ -35,26 +40,39 @@ class Transform:
     pad: int = 0
     erase_prob: float = 0.0
     flip_perm: tuple[int, ...] | None = None
+    affine: tuple[float, float, float] | None = None
+    affine_prob: float = 1.0
 
     def matrix(self, src_hw: tuple[int, int], rng: np.random.Generator | None) -> tuple[np.ndarray, bool]:
         """The source -> output matrix and whether it flips."""
         m = geometry.resize(src_hw, (self.height, self.width))
         flipped = False
         if self.train and rng is not None:
-            if rng.random() < self.flip_prob:
+            # draw order is fixed (flip, pad, affine) so that recipes without ``affine`` draw
+            # exactly what they drew before it existed
+            flipped = bool(rng.random() < self.flip_prob)
+            shift = rng.integers(-self.pad, self.pad + 1, size=2) if self.pad else None
+            if self.affine is not None and rng.random() < self.affine_prob:
+                m = geometry.random_similarity(rng, (self.height, self.width), *self.affine) @ m
+            if flipped:
                 m = geometry.hflip(self.width) @ m
-                flipped = True
-            if self.pad:
-                tx, ty = rng.integers(-self.pad, self.pad + 1, size=2)
-                m = geometry.translation(float(tx), float(ty)) @ m
+            if shift is not None:
+                m = geometry.translation(float(shift[0]), float(shift[1])) @ m
         return m, flipped
 
     def __call__(
-        self, image: np.ndarray, keypoints: np.ndarray | None, rng: np.random.Generator | None = None
+        self, image: np.ndarray, keypoints: np.ndarray | None, rng: np.random.Generator | None = None,
+        extra: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, np.ndarray | None]:
-        """(H, W, 3) uint8 image and (K, 2) normalised keypoints -> (3, h, w) tensor, keypoints."""
+        """(H, W, 3) uint8 image and (K, 2) normalised keypoints -> (3, h, w) tensor, keypoints.
+
+        ``extra`` is a 3x3 matrix in the output image's pixel frame applied after every other
+        geometric step (a robustness perturbation); image and keypoints move with it.
+        """
         src_hw = image.shape[:2]
         m, flipped = self.matrix(src_hw, rng)
+        if extra is not None:
+            m = extra @ m
         out = geometry.warp_image(image, m, (self.height, self.width))
         kps = None
         if keypoints is not None:

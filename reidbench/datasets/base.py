@@ -33,11 +33,16 @@ class KeypointSchema:
 # 10 body keypoints, written by the synthetic re-ID generator; left/right from the person's view.
 BODY_KEYPOINTS = KeypointSchema(
     names=(
-        "head", "neck",
-        "right_shoulder", "left_shoulder",
-        "right_hand", "left_hand",
-        "right_hip", "left_hip",
-        "right_ankle", "left_ankle",
+        "head",
+        "neck",
+        "right_shoulder",
+        "left_shoulder",
+        "right_hand",
+        "left_hand",
+        "right_hip",
+        "left_hip",
+        "right_ankle",
+        "left_ankle",
     ),
     flip_pairs=((2, 3), (4, 5), (6, 7), (8, 9)),
 )
@@ -50,17 +55,38 @@ FACE_KEYPOINTS = KeypointSchema(
 
 
 @dataclass(frozen=True)
+class FaceAlign:
+    """How a face is cut from its stored image before the model sees it
+    (``reidbench.datasets.alignment``).
+
+    With landmarks (``landmarks_px`` here, else the record's 5 keypoints) the face is mapped by
+    the least-squares similarity onto insightface's ArcFace ``size`` x ``size`` template; without
+    them the centre square of side ``center_fraction`` x min(height, width) is resized to
+    ``size`` x ``size``.
+    """
+
+    size: int = 112  # output side, pixels (the ArcFace template is defined for 112)
+    center_fraction: float = 1.0  # fallback crop: fraction of the shorter image side kept
+    # (5, 2) landmarks in pixel-index coordinates of the stored image (IJB's meta files give
+    # them so); None: take the record's normalised keypoints
+    landmarks_px: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """One image: its path, identity, camera and optional (K, 2) keypoints in [0, 1].
 
     ``pid`` is the dataset's identity (relabelled to 0..P-1 in a train split); ``camid`` is
-    0-indexed. ``keypoints`` are (x, y) normalised to the image as stored on disk.
+    0-indexed. ``keypoints`` are (x, y) normalised to the image as stored on disk. ``align``,
+    when set, says how a face is aligned at load time (``alignment.load_aligned``); keypoints
+    stay in the stored image's frame and are moved with the image.
     """
 
     path: str
     pid: int
     camid: int
     keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
+    align: FaceAlign | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -73,6 +99,8 @@ class ReidSplit:
     query: list[ImageRecord]
     gallery: list[ImageRecord]
     keypoint_schema: KeypointSchema | None = None
+    # pairs of the test images for 1:1 verification, where the dataset defines them (folder:)
+    verification: VerificationSet | None = None
 
     @property
     def num_train_pids(self) -> int:
@@ -132,3 +160,28 @@ class FaceSplit:
     @property
     def num_train_pids(self) -> int:
         return len({r.pid for r in self.train})
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    """A template-based 1:1 verification set (IJB-B / IJB-C): images grouped into media and
+    templates, and pairs of templates with same/different labels.
+
+    ``template_ids``, ``media_ids`` and ``detector_scores`` are (N,) aligned with ``images``;
+    ``template_pairs`` is (P, 2) template ids and ``labels`` (P,) 1 = same subject. Arrays use
+    compact dtypes (int32 ids, int8 labels): IJB-C has 15.7 million pairs.
+    """
+
+    name: str
+    root: Path
+    images: list[ImageRecord]
+    template_ids: np.ndarray
+    media_ids: np.ndarray
+    detector_scores: np.ndarray
+    template_pairs: np.ndarray
+    labels: np.ndarray
+    keypoint_schema: KeypointSchema | None = None
+
+    @property
+    def num_templates(self) -> int:
+        return len(np.unique(self.template_ids))

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from reidbench.config import DataConfig
-from reidbench.datasets.base import FACE_KEYPOINTS, FaceSplit, ReidSplit, VerificationSet
-from reidbench.datasets.folder import read_identity_folders
-from reidbench.datasets.keypoints import read_keypoints_csv
+from reidbench.datasets import folder, ijb, lfw, msmt17
+from reidbench.datasets.base import FaceSplit, ReidSplit, TemplateSet, VerificationSet
+from reidbench.datasets.dukemtmc import DUKEMTMC
+from reidbench.datasets.ijb import IJBB, IJBC
 from reidbench.datasets.market1501 import MARKET1501, LayoutSpec, read_market_layout
 from reidbench.errors import DatasetError
 from reidbench.registry import DATASETS
@@ -27,8 +28,12 @@ from reidbench.registry import DATASETS
 log = logging.getLogger(__name__)
 
 ENV_VAR = "REIDBENCH_DATA"
+FOLDER_PREFIX = "folder:"
 SYNTHETIC_REID = LayoutSpec(
-    name="synthetic-reid", folder_names=("synthetic-reid",), num_cams=6, max_pid=9999,
+    name="synthetic-reid",
+    folder_names=("synthetic-reid",),
+    num_cams=6,
+    max_pid=9999,
     url="reidbench data synth synthetic-reid --root DIR",
 )
 
@@ -38,10 +43,14 @@ class DatasetInfo:
     """What `reidbench data list` shows about a registered dataset."""
 
     name: str
-    kind: str  # "reid" (query/gallery) or "face" (training identities + verification pairs)
+    kind: str  # "reid" (query/gallery), "face" (training identities + verification pairs),
+    #   "templates" (IJB 1:1 template pairs, test only) or "reid+pairs" (folder: both protocols)
     tree: str  # the expected on-disk layout
     source: str  # where it comes from
     num_keypoints: int = 0  # keypoints its own sidecar provides (0: none unless the user adds one)
+    # per split counts of the full dataset ({"train": {"images", "ids", "cams"}, ...}; face sets
+    # also "pairs", "folds", "templates"); None: no fixed size (synthetic, folder)
+    published: dict[str, dict[str, int]] | None = None
 
 
 INFOS: dict[str, DatasetInfo] = {}
@@ -61,8 +70,9 @@ def register(info: DatasetInfo) -> Callable[[Callable[..., Any]], Callable[..., 
     return DATASETS.register(info.name)
 
 
-def build_dataset(cfg: DataConfig) -> ReidSplit | FaceSplit | VerificationSet:
-    return DATASETS.get(cfg.name)(cfg)
+def build_dataset(cfg: DataConfig) -> ReidSplit | FaceSplit | VerificationSet | TemplateSet:
+    """Read (or, for a synthetic set, generate) the dataset ``cfg.name``."""
+    return dataset_builder(cfg.name)(cfg)
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -76,7 +86,10 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def ensure_synthetic(
-    name: str, cfg: DataConfig, generate: Callable[..., dict[str, Any]], version: int,
+    name: str,
+    cfg: DataConfig,
+    generate: Callable[..., dict[str, Any]],
+    version: int,
     sizes: dict[str, int | None] | None = None,
 ) -> Path:
     """The synthetic set's folder, generated first if missing or made with other settings.
@@ -95,10 +108,14 @@ def ensure_synthetic(
             f"point --data-root at a {name} folder or an empty directory"
         )
     wanted = {"seed": cfg.synth_seed, "num_ids": cfg.synth_ids, **(sizes or {})}
-    recorded = {**(manifest or {}), **{k: v for k, v in (manifest or {}).get("counts", {}).items()
-                                       if k.startswith("num_")}}
-    stale = manifest is None or manifest.get("version") != version or any(
-        value is not None and recorded.get(key) != value for key, value in wanted.items()
+    recorded = {
+        **(manifest or {}),
+        **{k: v for k, v in (manifest or {}).get("counts", {}).items() if k.startswith("num_")},
+    }
+    stale = (
+        manifest is None
+        or manifest.get("version") != version
+        or any(value is not None and recorded.get(key) != value for key, value in wanted.items())
     )
     if stale:  # the generators refuse to overwrite anything they did not write themselves
         kwargs = {k: v for k, v in wanted.items() if v is not None}
@@ -107,50 +124,153 @@ def ensure_synthetic(
     return folder
 
 
-@register(DatasetInfo(
-    "market1501", "reid", MARKET1501.expected_tree(), MARKET1501.url,
-))
-def _market1501(cfg: DataConfig) -> ReidSplit:
-    return read_market_layout(
-        data_root(cfg.root), MARKET1501, Path(cfg.keypoints) if cfg.keypoints else None
+def _keypoints(cfg: DataConfig) -> Path | None:
+    return Path(cfg.keypoints) if cfg.keypoints else None
+
+
+@register(
+    DatasetInfo(
+        "market1501",
+        "reid",
+        MARKET1501.expected_tree(),
+        MARKET1501.url,
+        published=MARKET1501.published,
     )
+)
+def _market1501(cfg: DataConfig) -> ReidSplit:
+    return read_market_layout(data_root(cfg.root), MARKET1501, _keypoints(cfg))
 
 
-@register(DatasetInfo(
-    "synthetic-reid", "reid",
-    "<root>/synthetic-reid/{bounding_box_train,bounding_box_test,query}/PPPP_cCsS_FFFFFF_BB.jpg "
-    "+ keypoints.csv + manifest.json",
-    "generated locally (reidbench data synth synthetic-reid)", num_keypoints=10,
-))
+@register(
+    DatasetInfo(
+        "dukemtmc",
+        "reid",
+        DUKEMTMC.expected_tree(),
+        DUKEMTMC.url,
+        published=DUKEMTMC.published,
+    )
+)
+def _dukemtmc(cfg: DataConfig) -> ReidSplit:
+    return read_market_layout(data_root(cfg.root), DUKEMTMC, _keypoints(cfg))
+
+
+@register(
+    DatasetInfo(
+        "msmt17",
+        "reid",
+        msmt17.EXPECTED_TREE,
+        msmt17.URL,
+        published=msmt17.PUBLISHED_STATS,
+    )
+)
+def _msmt17(cfg: DataConfig) -> ReidSplit:
+    return msmt17.read_msmt17(data_root(cfg.root), _keypoints(cfg))
+
+
+@register(
+    DatasetInfo(
+        "lfw",
+        "face",
+        lfw.EXPECTED_TREE,
+        lfw.URL,
+        published={
+            "test": {
+                "images": lfw.PUBLISHED_STATS["images"],
+                "ids": lfw.PUBLISHED_STATS["identities"],
+                "pairs": lfw.PUBLISHED_STATS["pairs"],
+                "folds": lfw.PUBLISHED_STATS["folds"],
+            }
+        },
+    )
+)
+def _lfw(cfg: DataConfig) -> FaceSplit | VerificationSet:
+    return lfw.read_lfw_split(data_root(cfg.root), _keypoints(cfg))
+
+
+def _register_ijb(spec: ijb.IJBSpec) -> None:
+    def build(cfg: DataConfig) -> TemplateSet:
+        return ijb.read_ijb(data_root(cfg.root), spec, _keypoints(cfg))
+
+    register(
+        DatasetInfo(
+            spec.name,
+            "templates",
+            spec.expected_tree(),
+            ijb.URL,
+            num_keypoints=5,
+            published={"test": dict(spec.published)},
+        )
+    )(build)
+
+
+_register_ijb(IJBB)
+_register_ijb(IJBC)
+
+
+@register(
+    DatasetInfo(
+        "folder",
+        "reid+pairs",
+        folder.EXPECTED_TREE + " (as folder:<path>, or folder with --data-root)",
+        "any local collection, e.g. ../shared/data/orl_faces (documented split, datasets/folder/README.md)",
+    )
+)
+def _folder(cfg: DataConfig, path: str | None = None) -> ReidSplit:
+    root = Path(path).expanduser() if path else data_root(cfg.root)
+    return folder.read_folder_dataset(root, _keypoints(cfg), name=cfg.name)
+
+
+def dataset_builder(name: str) -> Callable[[DataConfig], Any]:
+    """The builder of a registered name, or of ``folder:<path>`` (the path is read as given,
+    relative to the working directory); unknown names raise the registry's one-line error."""
+    if name.startswith(FOLDER_PREFIX):
+        path = name[len(FOLDER_PREFIX) :]
+        if not path:
+            raise DatasetError("folder: needs a path, e.g. --dataset folder:../shared/data/orl_faces")
+        return lambda cfg: _folder(cfg, path)
+    return DATASETS.get(name)
+
+
+@register(
+    DatasetInfo(
+        "synthetic-reid",
+        "reid",
+        "<root>/synthetic-reid/{bounding_box_train,bounding_box_test,query}/PPPP_cCsS_FFFFFF_BB.jpg "
+        "+ keypoints.csv + manifest.json",
+        "generated locally (reidbench data synth synthetic-reid)",
+        num_keypoints=10,
+    )
+)
 def _synthetic_reid(cfg: DataConfig) -> ReidSplit:
     from reidbench.datasets.synthetic_reid import SYNTHETIC_REID_VERSION, generate_synthetic_reid
 
-    folder = ensure_synthetic("synthetic-reid", cfg, generate_synthetic_reid, SYNTHETIC_REID_VERSION)
-    return read_market_layout(folder, SYNTHETIC_REID, Path(cfg.keypoints) if cfg.keypoints else None)
+    path = ensure_synthetic("synthetic-reid", cfg, generate_synthetic_reid, SYNTHETIC_REID_VERSION)
+    return read_market_layout(path, SYNTHETIC_REID, _keypoints(cfg))
 
 
-@register(DatasetInfo(
-    "synthetic-faces", "face",
-    "<root>/synthetic-faces/{lfw/<Name>/<Name>_0001.jpg, pairs.txt, train/<Name>/<Name>_0001.jpg, "
-    "landmarks.csv}",
-    "generated locally (reidbench data synth synthetic-faces)", num_keypoints=5,
-))
-def _synthetic_faces(cfg: DataConfig) -> FaceSplit:
-    from reidbench.datasets.lfw import read_lfw
+@register(
+    DatasetInfo(
+        "synthetic-faces",
+        "face",
+        "<root>/synthetic-faces/{lfw/<Name>/<Name>_0001.jpg, pairs.txt, train/<Name>/<Name>_0001.jpg, "
+        "landmarks.csv}",
+        "generated locally (reidbench data synth synthetic-faces)",
+        num_keypoints=5,
+    )
+)
+def _synthetic_faces(cfg: DataConfig) -> FaceSplit | VerificationSet:
     from reidbench.datasets.synthetic_faces import (
         SYNTHETIC_FACES_VERSION,
         generate_synthetic_faces,
     )
 
-    folder = ensure_synthetic(
-        "synthetic-faces", cfg, generate_synthetic_faces, SYNTHETIC_FACES_VERSION,
+    path = ensure_synthetic(
+        "synthetic-faces",
+        cfg,
+        generate_synthetic_faces,
+        SYNTHETIC_FACES_VERSION,
         {"num_train_ids": cfg.synth_train_ids},
     )
-    landmarks = Path(cfg.keypoints) if cfg.keypoints else folder / "landmarks.csv"
-    verification = read_lfw(folder, landmarks)
-    keypoints = read_keypoints_csv(landmarks) if landmarks.is_file() else {}
-    train = read_identity_folders(folder / "train", folder, keypoints)
-    return FaceSplit(
-        "synthetic-faces", folder, train, verification,
-        FACE_KEYPOINTS if keypoints else None,
-    )
+    # the generated faces are deliberately not aligned (each carries a recorded similarity
+    # transform): read as they are; `--dataset lfw --data-root <this root>` aligns them
+    return lfw.read_lfw_split(path, _keypoints(cfg), name="synthetic-faces", align=None)

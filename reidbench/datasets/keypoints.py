@@ -3,6 +3,11 @@
 Coordinates are normalised to [0, 1] in the stored image (x by width, y by height). The first
 row may be a header (``path,<name>_x,<name>_y,...``); it is recognised by a non-numeric second
 field. Paths use forward slashes and are relative to the dataset root.
+
+Every adapter accepts this one format (``--set data.keypoints=FILE``), so landmarks or body
+keypoints from any detector can be brought in. The keypoint names, and so which pairs a
+horizontal flip swaps, come from the header (``left_*`` <-> ``right_*``); a file without a
+header takes the adapter's default schema when K matches it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from reidbench.datasets.base import KeypointSchema
 from reidbench.errors import DatasetError
+
+KEYPOINTS_FILE = "keypoints.csv"  # the sidecar's default name in a dataset folder
 
 
 def write_keypoints_csv(
@@ -71,3 +79,59 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def read_header_names(path: Path) -> tuple[str, ...] | None:
+    """Keypoint names from the header (``left_eye_x,left_eye_y`` -> ``left_eye``), or None."""
+    with open(path, newline="") as fh:
+        row = next(csv.reader(fh), None)
+    if not row or len(row) < 2 or _is_number(row[1]):
+        return None
+    coords = [c.strip() for c in row[1:]]
+    names = tuple(c[:-2] if c.lower().endswith(("_x", "_y")) else c for c in coords[::2])
+    return names
+
+
+def schema_for(names: tuple[str, ...] | None, k: int, default: KeypointSchema | None) -> KeypointSchema:
+    """The schema of a sidecar with ``k`` keypoints: ``default`` when it fits (same names, or no
+    header and the same K), else one built from the header names, left/right pairs matched."""
+    if default is not None and default.num_keypoints == k and (names is None or names == default.names):
+        return default
+    if names is None or len(names) != k:
+        return KeypointSchema(tuple(f"kp{i}" for i in range(k)))
+    index = {n: i for i, n in enumerate(names)}
+    pairs = []
+    for i, name in enumerate(names):
+        if "left" in name:
+            j = index.get(name.replace("left", "right"))
+            if j is not None:
+                pairs.append((i, j))
+    return KeypointSchema(names, tuple(pairs))
+
+
+def read_sidecar(
+    path: Path,
+    default: KeypointSchema | None = None,
+) -> tuple[dict[str, np.ndarray], KeypointSchema | None]:
+    """``read_keypoints_csv`` plus the schema of its keypoints (None for an empty file)."""
+    table = read_keypoints_csv(path)
+    first = next(iter(table.values()), None)
+    if first is None:
+        return table, None
+    return table, schema_for(read_header_names(path), first.shape[0], default)
+
+
+def load_sidecar(
+    name: str,
+    data_root: Path,
+    keypoints_csv: Path | None,
+    default: KeypointSchema | None,
+) -> tuple[dict[str, np.ndarray], KeypointSchema | None]:
+    """The keypoint table and schema: ``keypoints_csv`` (which must exist), else
+    ``<data_root>/keypoints.csv`` when present, else nothing."""
+    if keypoints_csv is not None and not keypoints_csv.is_file():
+        raise DatasetError(f"{name}: keypoint sidecar {keypoints_csv} does not exist")
+    path = keypoints_csv if keypoints_csv is not None else data_root / KEYPOINTS_FILE
+    if not path.is_file():
+        return {}, None
+    return read_sidecar(path, default)

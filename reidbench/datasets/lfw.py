@@ -15,28 +15,53 @@ Layout::
 ``pairs.txt`` is read exactly as the original: a header ``folds<TAB>n`` (or just ``n`` for the
 one-fold ``pairsDevTrain.txt`` / ``pairsDevTest.txt``), then per fold ``n`` matched lines
 ``name<TAB>i<TAB>j`` followed by ``n`` mismatched lines ``name1<TAB>i<TAB>name2<TAB>j``, with
-1-based image numbers. Every malformed line is an error naming the file and line.
+1-based image numbers. Every malformed line is an error naming the file and line. Evaluation
+follows the 10-fold protocol: the threshold is chosen on nine folds and tested on the tenth.
+
+Alignment (``reidbench.datasets.alignment``): every record carries ``LFW_ALIGN``. With 5
+landmarks the face is mapped onto insightface's ArcFace 112x112 template; without them the
+central square of 0.6 x the shorter side (150 x 150 px of a 250 x 250 LFW image, which LFW
+centres on the detected face) is resized to 112 x 112.
+
+LFW has no training split. A ``train/<Name>/<image>`` folder beside ``lfw/`` (as the synthetic
+face set writes) supplies training identities; then ``read_lfw_split`` returns a FaceSplit
+that ``reidbench run`` can train on, otherwise the VerificationSet alone.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from reidbench.datasets.base import FACE_KEYPOINTS, ImageRecord, VerificationSet
-from reidbench.datasets.keypoints import read_keypoints_csv
+from reidbench.datasets.base import (
+    FACE_KEYPOINTS,
+    FaceAlign,
+    FaceSplit,
+    ImageRecord,
+    KeypointSchema,
+    VerificationSet,
+)
+from reidbench.datasets.folder import read_identity_folders
+from reidbench.datasets.keypoints import read_sidecar
 from reidbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
 IMAGES_DIR = "lfw"
+IMAGE_DIR_NAMES = (IMAGES_DIR, "lfw-deepfunneled", "lfw_funneled", "lfw-funneled")
 PAIRS_FILE = "pairs.txt"
 LANDMARKS_FILE = "landmarks.csv"
+TRAIN_DIR = "train"
+LFW_ALIGN = FaceAlign(size=112, center_fraction=0.6)
 URL = "http://vis-www.cs.umass.edu/lfw/"
-EXPECTED_TREE = f"<root>/{IMAGES_DIR}/<Name>/<Name>_0001.jpg, <root>/{PAIRS_FILE}"
+EXPECTED_TREE = (
+    f"<root>/{IMAGES_DIR}/<Name>/<Name>_0001.jpg, <root>/{PAIRS_FILE}; optional "
+    f"<root>/{LANDMARKS_FILE}, <root>/{TRAIN_DIR}/<Name>/<image>"
+)
 HOW_TO_GET = f"The data comes from {URL}; reidbench never downloads it."
 
 # Published statistics of the full LFW (View 2).
@@ -46,29 +71,30 @@ PUBLISHED_STATS = {"images": 13233, "identities": 5749, "pairs": 6000, "folds": 
 def find_lfw_root(root: Path) -> tuple[Path, Path]:
     """Return ``(data_root, images_dir)`` for ``root``.
 
-    Accepts the folder holding ``lfw/`` and ``pairs.txt``, or the image folder itself (any name,
-    e.g. ``lfw-deepfunneled``) with ``pairs.txt`` beside it in its parent.
+    Accepts the folder holding an image folder (``lfw/``, ``lfw-deepfunneled/``, ...) and
+    ``pairs.txt``, a data root holding that folder as ``lfw/``, or the image folder itself (any
+    name) with ``pairs.txt`` beside it in its parent.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(
             f"lfw: data root {root} does not exist. Expected tree: {EXPECTED_TREE}. {HOW_TO_GET}"
         )
-    if (root / IMAGES_DIR).is_dir():
-        data_root, images_dir = root, root / IMAGES_DIR
-    elif (root.parent / PAIRS_FILE).is_file():
-        data_root, images_dir = root.parent, root
-    else:
+    for base in (root, root / IMAGES_DIR):
+        images = next((base / n for n in IMAGE_DIR_NAMES if (base / n).is_dir()), None)
+        if images is not None and (base / PAIRS_FILE).is_file():
+            return base, images
+    if (root.parent / PAIRS_FILE).is_file() and root.name != TRAIN_DIR:
+        return root.parent, root
+    if any((root / n).is_dir() for n in IMAGE_DIR_NAMES):
         raise DatasetError(
-            f"lfw: no {IMAGES_DIR}/ folder under {root} (and no {PAIRS_FILE} beside it in "
-            f"{root.parent}). Expected tree: {EXPECTED_TREE}. {HOW_TO_GET}"
+            f"lfw: {root / PAIRS_FILE} does not exist (nor {root / IMAGES_DIR / PAIRS_FILE}). "
+            f"Expected tree: {EXPECTED_TREE}. {HOW_TO_GET}"
         )
-    if not (data_root / PAIRS_FILE).is_file():
-        raise DatasetError(
-            f"lfw: {data_root / PAIRS_FILE} does not exist. Expected tree: {EXPECTED_TREE}. "
-            f"{HOW_TO_GET}"
-        )
-    return data_root, images_dir
+    raise DatasetError(
+        f"lfw: no {IMAGES_DIR}/ folder under {root} (and no {PAIRS_FILE} beside it in "
+        f"{root.parent}). Expected tree: {EXPECTED_TREE}. {HOW_TO_GET}"
+    )
 
 
 def list_images(images_dir: Path) -> tuple[list[str], list[Path]]:
@@ -82,8 +108,7 @@ def list_images(images_dir: Path) -> tuple[list[str], list[Path]]:
             files.extend(jpgs)
     if not files:
         raise DatasetError(
-            f"lfw: {images_dir} holds no <Name>/*.jpg images. Expected tree: {EXPECTED_TREE}. "
-            f"{HOW_TO_GET}"
+            f"lfw: {images_dir} holds no <Name>/*.jpg images. Expected tree: {EXPECTED_TREE}. {HOW_TO_GET}"
         )
     return names, files
 
@@ -160,38 +185,71 @@ def parse_pairs(path: Path) -> list[PairLine]:
                 )
             name1, i, name2, j = fields
             if name1 == name2:
-                raise DatasetError(
-                    f"{path}:{lineno}: a mismatched pair names {name1!r} twice"
-                )
+                raise DatasetError(f"{path}:{lineno}: a mismatched pair names {name1!r} twice")
         out.append(
-            PairLine(fold, lineno, matched, name1, _image_number(path, lineno, i), name2,
-                     _image_number(path, lineno, j))
+            PairLine(
+                fold,
+                lineno,
+                matched,
+                name1,
+                _image_number(path, lineno, i),
+                name2,
+                _image_number(path, lineno, j),
+            )
         )
     return out
 
 
-def read_lfw(root: Path, landmarks: Path | None = None) -> VerificationSet:
+def load_landmarks(
+    data_root: Path,
+    landmarks: Path | None,
+) -> tuple[dict[str, np.ndarray], KeypointSchema | None, Path]:
+    """The landmark sidecar (``landmarks``, which must exist, else ``<root>/landmarks.csv`` when
+    present), its schema and its path. Any K is accepted as keypoints; only K = 5 aligns."""
+    lm_path = landmarks if landmarks is not None else data_root / LANDMARKS_FILE
+    if landmarks is not None and not landmarks.is_file():
+        raise DatasetError(f"lfw: landmark sidecar {landmarks} does not exist")
+    if not lm_path.is_file():
+        return {}, None, lm_path
+    table, schema = read_sidecar(lm_path, FACE_KEYPOINTS)
+    if schema is not None and schema.num_keypoints != FACE_KEYPOINTS.num_keypoints:
+        logger.info(
+            "lfw: %s has %d keypoints per image, not the 5 ArcFace landmarks: faces are "
+            "centre-cropped and the keypoints handed to the model as they are",
+            lm_path,
+            schema.num_keypoints,
+        )
+    return table, schema, lm_path
+
+
+def read_lfw(
+    root: Path,
+    landmarks: Path | None = None,
+    align: FaceAlign | None = LFW_ALIGN,
+    name: str = "lfw",
+) -> VerificationSet:
     """Read LFW (or a set in its layout) into a VerificationSet.
 
     Images are every ``*.jpg`` under ``lfw/<Name>/``, sorted; ``pid`` is the index of ``Name``
     in the sorted identity names and ``camid`` is 0. Keypoints come from ``landmarks`` (default
     ``<root>/landmarks.csv`` when present), keyed by paths relative to the data root
-    (``lfw/Name/Name_0001.jpg``); without a sidecar they are None.
+    (``lfw/Name/Name_0001.jpg``); without a sidecar they are None. Every record carries
+    ``align`` (see the module docstring).
     """
     data_root, images_dir = find_lfw_root(root)
-    names, files = list_images(images_dir)
-    pid_of = {name: pid for pid, name in enumerate(names)}
+    return _verification_set(data_root, images_dir, load_landmarks(data_root, landmarks), align, name)
 
-    lm_path = landmarks if landmarks is not None else data_root / LANDMARKS_FILE
-    if landmarks is not None and not landmarks.is_file():
-        raise DatasetError(f"lfw: landmark sidecar {landmarks} does not exist")
-    table = read_keypoints_csv(lm_path) if lm_path.is_file() else {}
-    first = next(iter(table.values()), None)  # the reader already checks every row has one K
-    if first is not None and first.shape[0] != FACE_KEYPOINTS.num_keypoints:
-        raise DatasetError(
-            f"lfw: {lm_path} has {first.shape[0]} landmarks per image; expected "
-            f"{FACE_KEYPOINTS.num_keypoints} ({', '.join(FACE_KEYPOINTS.names)})"
-        )
+
+def _verification_set(
+    data_root: Path,
+    images_dir: Path,
+    sidecar: tuple[dict[str, np.ndarray], KeypointSchema | None, Path],
+    align: FaceAlign | None,
+    name: str,
+) -> VerificationSet:
+    names, files = list_images(images_dir)
+    pid_of = {person: pid for pid, person in enumerate(names)}
+    table, schema, lm_path = sidecar
 
     images = []
     index: dict[Path, int] = {}
@@ -202,11 +260,13 @@ def read_lfw(root: Path, landmarks: Path | None = None) -> VerificationSet:
         if table and kps is None:
             missing_landmarks += 1
         index[path] = len(images)
-        images.append(ImageRecord(path=str(path), pid=pid_of[path.parent.name], camid=0,
-                                  keypoints=kps))
+        images.append(
+            ImageRecord(path=str(path), pid=pid_of[path.parent.name], camid=0, keypoints=kps, align=align)
+        )
     if missing_landmarks:
-        logger.warning("lfw: %d of %d images have no row in %s", missing_landmarks,
-                       len(images), lm_path)
+        logger.warning(
+            "lfw: %d of %d images have no row in %s (centre-cropped)", missing_landmarks, len(images), lm_path
+        )
 
     pairs_path = data_root / PAIRS_FILE
     parsed = parse_pairs(pairs_path)
@@ -215,8 +275,8 @@ def read_lfw(root: Path, landmarks: Path | None = None) -> VerificationSet:
     folds = np.empty(len(parsed), dtype=np.int64)
     for k, line in enumerate(parsed):
         ends = ((line.name1, line.number1), (line.name2, line.number2))
-        for col, (name, number) in enumerate(ends):
-            image = images_dir / name / f"{name}_{number:04d}.jpg"
+        for col, (person, number) in enumerate(ends):
+            image = images_dir / person / f"{person}_{number:04d}.jpg"
             if image not in index:
                 raise DatasetError(f"{pairs_path}:{line.lineno}: image {image} does not exist")
             pairs[k, col] = index[image]
@@ -225,15 +285,47 @@ def read_lfw(root: Path, landmarks: Path | None = None) -> VerificationSet:
 
     logger.info(
         "lfw: %d images of %d people, %d pairs in %d fold(s) from %s",
-        len(images), len(names), len(pairs), int(folds.max()) + 1 if len(folds) else 0, data_root,
+        len(images),
+        len(names),
+        len(pairs),
+        int(folds.max()) + 1 if len(folds) else 0,
+        data_root,
     )
     return VerificationSet(
-        name="lfw",
+        name=name,
         root=data_root,
         images=images,
         identities=names,
         pairs=pairs,
         labels=labels,
         folds=folds,
-        keypoint_schema=FACE_KEYPOINTS if table else None,
+        keypoint_schema=schema,
     )
+
+
+def read_lfw_split(
+    root: Path,
+    landmarks: Path | None = None,
+    align: FaceAlign | None = LFW_ALIGN,
+    name: str = "lfw",
+) -> FaceSplit | VerificationSet:
+    """LFW plus its training identities when ``train/<Name>/`` sits beside ``lfw/``: a
+    FaceSplit (train pids 0..P-1 in sorted name order); otherwise the VerificationSet alone."""
+    data_root, images_dir = find_lfw_root(root)
+    sidecar = load_landmarks(data_root, landmarks)
+    vs = _verification_set(data_root, images_dir, sidecar, align, name)
+    train_dir = vs.root / TRAIN_DIR
+    if not train_dir.is_dir():
+        return vs
+    table, schema, _ = sidecar
+    train = [replace(r, align=align) for r in read_identity_folders(train_dir, vs.root, table)]
+    overlap = sorted({Path(r.path).parent.name for r in train} & set(vs.identities))
+    if overlap:
+        logger.warning(
+            "%s: %d people are both in %s and in the verification images (e.g. %s)",
+            name,
+            len(overlap),
+            train_dir,
+            overlap[0],
+        )
+    return FaceSplit(name, vs.root, train, vs, schema)

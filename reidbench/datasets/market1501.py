@@ -28,12 +28,14 @@ from reidbench.datasets.base import (
     KeypointSchema,
     ReidSplit,
 )
-from reidbench.datasets.keypoints import read_keypoints_csv
+from reidbench.datasets.keypoints import load_sidecar
 from reidbench.errors import DatasetError
 
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 NAME_PATTERN = re.compile(r"^(-1|\d+)_c(\d+)(?:s\d+)?_.*\.jpg$", re.IGNORECASE)
-KEYPOINTS_FILE = "keypoints.csv"
+
+
+Stats = dict[str, dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,22 @@ class LayoutSpec:
     num_cams: int
     max_pid: int
     url: str
+    name_format: str = "PPPP_cCsS_FFFFFF_BB.jpg"  # file names, as the dataset documents them
+    example: str = "0002_c1s1_000451_03.jpg"  # one valid file name
+    published: Stats | None = None  # per split images / ids / cams of the full dataset
 
     def expected_tree(self) -> str:
         return (
-            f"<root>/{self.folder_names[0]}/{{bounding_box_train,bounding_box_test,query}}/"
-            "PPPP_cCsS_FFFFFF_BB.jpg"
+            f"<root>/{self.folder_names[0]}/{{bounding_box_train,bounding_box_test,query}}/{self.name_format}"
         )
 
+
+# Published statistics of the full Market-1501 (after junk removal, as torchreid counts them).
+PUBLISHED_STATS: Stats = {
+    "train": {"images": 12936, "ids": 751, "cams": 6},
+    "query": {"images": 3368, "ids": 750, "cams": 6},
+    "gallery": {"images": 15913, "ids": 751, "cams": 6},
+}
 
 MARKET1501 = LayoutSpec(
     name="market1501",
@@ -59,14 +70,8 @@ MARKET1501 = LayoutSpec(
     num_cams=6,
     max_pid=1501,
     url="https://zheng-lab.cecs.anu.edu.au/Project/project_reid.html",
+    published=PUBLISHED_STATS,
 )
-
-# Published statistics of the full Market-1501 (after junk removal, as torchreid counts them).
-PUBLISHED_STATS = {
-    "train": {"images": 12936, "ids": 751, "cams": 6},
-    "query": {"images": 3368, "ids": 750, "cams": 6},
-    "gallery": {"images": 15913, "ids": 751, "cams": 6},
-}
 
 
 def find_layout_root(root: Path, spec: LayoutSpec) -> Path:
@@ -101,8 +106,8 @@ def parse_name(path: Path, spec: LayoutSpec) -> tuple[int, int]:
     match = NAME_PATTERN.match(path.name)
     if match is None:
         raise DatasetError(
-            f"{spec.name}: malformed file name {path} (expected PPPP_cCsS_FFFFFF_BB.jpg, "
-            "e.g. 0002_c1s1_000451_03.jpg, or -1_... for junk)"
+            f"{spec.name}: malformed file name {path} (expected {spec.name_format}, "
+            f"e.g. {spec.example}, or -1_... for junk)"
         )
     pid, cam = int(match.group(1)), int(match.group(2))
     if not (pid == JUNK_PID or 0 <= pid <= spec.max_pid) or not 1 <= cam <= spec.num_cams:
@@ -114,7 +119,10 @@ def parse_name(path: Path, spec: LayoutSpec) -> tuple[int, int]:
 
 
 def read_split_dir(
-    folder: Path, spec: LayoutSpec, keypoints: dict[str, np.ndarray], data_root: Path,
+    folder: Path,
+    spec: LayoutSpec,
+    keypoints: dict[str, np.ndarray],
+    data_root: Path,
     relabel: bool,
 ) -> list[ImageRecord]:
     """Read one split folder, sorted by file name, junk dropped, pids relabelled if asked."""
@@ -137,19 +145,19 @@ def read_split_dir(
 
 
 def read_market_layout(
-    root: Path, spec: LayoutSpec = MARKET1501, keypoints_csv: Path | None = None,
+    root: Path,
+    spec: LayoutSpec = MARKET1501,
+    keypoints_csv: Path | None = None,
     schema: KeypointSchema | None = BODY_KEYPOINTS,
 ) -> ReidSplit:
     """Read a dataset in the Market-1501 layout into a ReidSplit.
 
     Keypoints come from ``keypoints_csv`` (default ``<layout root>/keypoints.csv`` when present),
-    keyed by paths relative to the layout root.
+    keyed by paths relative to the layout root; their schema comes from the sidecar's header
+    (``schema`` when it has none and K matches).
     """
     data_root = find_layout_root(root, spec)
-    kp_path = keypoints_csv if keypoints_csv is not None else data_root / KEYPOINTS_FILE
-    keypoints = read_keypoints_csv(kp_path) if kp_path.is_file() else {}
-    if keypoints_csv is not None and not keypoints_csv.is_file():
-        raise DatasetError(f"{spec.name}: keypoint sidecar {keypoints_csv} does not exist")
+    keypoints, schema = load_sidecar(spec.name, data_root, keypoints_csv, schema)
     splits = {
         split: read_split_dir(data_root / d, spec, keypoints, data_root, relabel=split == "train")
         for split, d in SPLIT_DIRS.items()
@@ -163,6 +171,6 @@ def read_market_layout(
     return ReidSplit(
         name=spec.name,
         root=data_root,
-        keypoint_schema=schema if keypoints else None,
+        keypoint_schema=schema,
         **splits,
     )

@@ -154,7 +154,11 @@ def evaluate_state(
                              device, "query features", progress, **flip)
     gallery = extract_features(model, ImageDataset(split.gallery, tf, k), cfg.eval.batch_size,
                                device, "gallery features", progress, **flip)
-    result = evaluate_reid(query, gallery, cfg.eval.metric, cfg.eval.max_rank)
+    from reidbench.retrieval.rerank import RerankParams  # loads FAISS
+
+    rerank = (RerankParams(cfg.eval.rerank_k1, cfg.eval.rerank_k2, cfg.eval.rerank_lambda)
+              if cfg.eval.rerank else None)
+    result = evaluate_reid(query, gallery, cfg.eval.metric, cfg.eval.max_rank, rerank=rerank)
     metrics = {"task": "reid", **result.as_dict()}
     metrics.update({"metric": cfg.eval.metric, "num_query": len(split.query),
                     "num_gallery": len(split.gallery)})

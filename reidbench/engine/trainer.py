@@ -4,6 +4,12 @@ Randomness: the model is initialised, and dropout/stochastic depth drawn, under 
 global RNG seeded from ``train.seed`` (the caller's RNG state is untouched); the sampler and
 every sample's augmentation use their own seeded generators. A resumed run restores all of
 them and so continues the same trajectory.
+
+Records: each epoch appends to ``history.jsonl`` the mean of every loss term (unweighted), of
+the weighted total, of the gradient norm before clipping (``grad_norm``) and of the terms'
+diagnostics (``CombinedLoss.diagnostics``, e.g. ``rp_triplet_d_neg``). A NaN or infinite
+loss term or gradient stops the run with a message naming the term (or the gradient) and the
+step; a record with ``stopped`` is appended and the checkpoint of the last finished epoch kept.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ from tqdm.auto import tqdm
 
 from reidbench.config import RunConfig, TrainConfig
 from reidbench.data.loader import ImageDataset, batch_keypoints, make_loader
-from reidbench.data.sampler import PKSampler
+from reidbench.data.perturb import affine_range
+from reidbench.data.sampler import build_sampler
 from reidbench.data.transforms import Transform
 from reidbench.datasets.base import FaceSplit, ReidSplit
-from reidbench.engine.checkpoint import load_checkpoint, save_checkpoint
+from reidbench.engine.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from reidbench.errors import ReidbenchError
 from reidbench.losses import CombinedLoss, TrainOutputs, build_loss
 from reidbench.models import EmbeddingModel, build_model
@@ -74,7 +81,8 @@ def train_transform(cfg: RunConfig, split: TrainSplit) -> Transform:
     perm = tuple(split.keypoint_schema.flip_permutation()) if split.keypoint_schema else None
     return Transform(
         d.height, d.width, d.mean, d.std, train=True, flip_prob=d.flip_prob, pad=d.pad,
-        erase_prob=d.erase_prob, flip_perm=perm,
+        erase_prob=d.erase_prob, flip_perm=perm, affine=affine_range(d.aug_affine),
+        affine_prob=d.aug_affine_prob,
     )
 
 
@@ -118,6 +126,7 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
 def build_state(cfg: RunConfig, split: TrainSplit, steps_per_epoch: int) -> TrainState:
     model = build_model(cfg.model, (cfg.data.height, cfg.data.width), keypoint_count(split))
     loss = build_loss(cfg.loss, model.dim, split.num_train_pids)
+    loss.check_model(model)
     optimizer = torch.optim.AdamW(
         param_groups([model, loss], cfg.train.weight_decay), lr=cfg.train.lr
     )
@@ -133,8 +142,9 @@ def train(
     dataset = ImageDataset(
         split.train, train_transform(cfg, split), keypoint_count(split), cfg.data.cache_images
     )
-    sampler = PKSampler(
-        [r.pid for r in split.train], cfg.train.batch_size, cfg.data.num_instances, cfg.train.seed
+    sampler = build_sampler(
+        cfg.data.sampler, [r.pid for r in split.train], [r.camid for r in split.train],
+        cfg.train.batch_size, cfg.data.num_instances, cfg.train.seed,
     )
     loader = make_loader(dataset, cfg.train.batch_size, sampler, cfg.data.num_workers)
     steps_per_epoch = len(loader)
@@ -163,27 +173,27 @@ def _train_epoch(
     sums: dict[str, float] = {}
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                disable=not progress)
-    for batch in bar:
+    params = [p for g in state.optimizer.param_groups for p in g["params"]]
+    for done, batch in enumerate(bar):  # done: good steps so far in this epoch
         images, pids = batch["image"].to(device), batch["pid"].to(device)
-        feats, neck = state.model.forward_train(images, batch_keypoints(batch, device))
-        total, terms = state.loss(TrainOutputs(feats, neck, pids))
+        total, terms = state.loss(_train_outputs(state, images, pids, batch_keypoints(batch, device)))
         for name, value in terms.items():
             if not torch.isfinite(value):
-                raise NonFiniteLoss(
-                    f"loss term {name!r} is {value.item()} at epoch {epoch + 1}, step "
-                    f"{state.step + 1}; training stopped, the last good checkpoint "
-                    f"({run_dir / 'checkpoint.pt'}) is kept"
-                )
+                _stop(state, run_dir, sums, epoch, done, f"loss term {name!r} is {value.item()}")
         state.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        if cfg.train.grad_clip:
-            params = [p for g in state.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        # the gradient norm is computed either way (max_norm=inf scales by exactly 1)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip or float("inf"))
+        if not torch.isfinite(grad_norm):
+            _stop(state, run_dir, sums, epoch, done, f"the gradient norm is {grad_norm.item()} (loss terms "
+                  + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items()) + ")")
         state.optimizer.step()
         state.scheduler.step()
         state.step += 1
-        for name, value in [("total", total), *terms.items()]:
+        for name, value in [("total", total), *terms.items(), ("grad_norm", grad_norm)]:
             sums[name] = sums.get(name, 0.0) + float(value.detach())
+        for name, number in state.loss.diagnostics().items():
+            sums[name] = sums.get(name, 0.0) + number
         bar.set_postfix({k: f"{v / (bar.n + 1):.3f}" for k, v in sums.items()})
     seconds = time.perf_counter() - start
     state.train_seconds += seconds
@@ -196,6 +206,43 @@ def _train_epoch(
     state.history.append(record)
     save_checkpoint(run_dir, _snapshot(state))
     atomic_write_text(run_dir / HISTORY, "".join(json.dumps(r) + "\n" for r in state.history))
+
+
+def _train_outputs(
+    state: TrainState, images: torch.Tensor, pids: torch.Tensor, keypoints: torch.Tensor | None
+) -> TrainOutputs:
+    """One forward pass; the final tokens and positional relations only when a term needs them."""
+    if not state.loss.needs_tokens:
+        feats, neck = state.model.forward_train(images, keypoints)
+        return TrainOutputs(feats, neck, pids)
+    feats, neck, tokens = state.model.forward_train_tokens(images, keypoints)
+    backbone = state.model.backbone
+
+    def relations(index: torch.Tensor, layers: tuple[int, ...] | None) -> torch.Tensor:
+        return backbone.pair_relations(index, keypoints, layers)
+
+    return TrainOutputs(feats, neck, pids, tokens=tokens, relations=relations,
+                        num_prefix_tokens=getattr(backbone, "num_prefix_tokens", 1))
+
+
+def _stop(
+    state: TrainState, run_dir: Path, sums: dict[str, float], epoch: int, done: int, what: str
+) -> None:
+    """Record the non-finite step in history.jsonl (after the completed epochs) and raise.
+
+    ``sums`` holds the loss sums of the ``done`` good steps of this epoch, recorded as means.
+
+    The checkpoint is not touched, so it stays the last good one (end of the previous epoch);
+    a resumed run rewrites history.jsonl from that checkpoint.
+    """
+    kept = (f"the last good checkpoint ({run_dir / CHECKPOINT}, epoch {state.epoch}) is kept"
+            if state.epoch else "no epoch had finished, so there is no checkpoint")
+    message = f"{what} at epoch {epoch + 1}, step {state.step + 1}; training stopped, {kept}"
+    partial = {"epoch": epoch + 1, "step": state.step + 1, "stopped": message, "good_steps": done,
+               **{k: v / max(1, done) for k, v in sums.items()}}
+    atomic_write_text(run_dir / HISTORY,
+                      "".join(json.dumps(r) + "\n" for r in [*state.history, partial]))
+    raise NonFiniteLoss(message)
 
 
 def _snapshot(state: TrainState) -> dict[str, Any]:

@@ -49,3 +49,9 @@ class AbsolutePositionEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.embed  # (B, T, C)
+
+    def patch_embeddings(self) -> torch.Tensor:
+        """(rows * cols, C) embeddings of the patches (prefix slots left out), row-major; a view
+        of the parameter (learned) or buffer (sin-cos), so gradients reach a learned table."""
+        n = self.grid[0] * self.grid[1]
+        return self.embed[0, self.embed.shape[1] - n:]

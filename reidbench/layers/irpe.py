@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from reidbench.layers.bucket_attention import BucketTerm, explicit_bias
-from reidbench.layers.position import AttentionContext, RelativePosition
+from reidbench.layers.position import AttentionContext, RelativePosition, patch_pair_ids
 from reidbench.layers.rel_index import MAPPINGS, bucket_ids, num_buckets
 from reidbench.layers.rpe import check_tokens, scatter_pairs
 
@@ -194,6 +194,28 @@ class IRPE(RelativePosition):
             mass = scatter_pairs(attn, ids, self.num_buckets)  # (B, H, T, buckets)
             term = mass @ table.to(attn.dtype)  # (B, H, T, d)
             out = term if out is None else out + term
+        return out
+
+    @property
+    def has_pair_bias(self) -> bool:
+        """Bias mode only: contextual terms depend on the queries/keys (values: on the output)."""
+        return self.cfg.mode == "bias"
+
+    def pair_bias(self, ctx: AttentionContext, index: torch.Tensor) -> torch.Tensor | None:
+        """(B, n, n) bias-mode term between the patches ``index`` (B, n), averaged over heads:
+        t_k[bucket(a, b)] on keys plus t_q[bucket(b, a)] on queries (summed over the two tables
+        of ``cross``); None in contextual mode, whose term depends on the queries/keys."""
+        if not self.has_pair_bias:
+            return None
+        out: torch.Tensor | None = None
+        for on in "kq":
+            if on not in self.cfg.on:
+                continue
+            for method in self.cfg.table_methods:
+                table = self.tables[f"{on}_{method}"].mean(0)  # (buckets,), mean over heads
+                ids = patch_pair_ids(self.bucket_ids(method, ctx, index.device), ctx.num_prefix_tokens, index)
+                term = table[ids.transpose(-2, -1) if on == "q" else ids]  # (B, n, n)
+                out = term if out is None else out + term
         return out
 
     def extra_repr(self) -> str:

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from reidbench.layers.bucket_attention import BucketTerm, explicit_bias
-from reidbench.layers.position import AttentionContext, RelativePosition
+from reidbench.layers.position import AttentionContext, RelativePosition, patch_pair_ids
 from reidbench.layers.rel_index import bucket_ids, num_buckets
 
 METHOD = "product"
@@ -178,6 +178,31 @@ class KeypointRPE(nn.Module):
         prefix_row = pre.expand(h, 1, nb + 1)
         return torch.cat([offsets_rows, patch_row, prefix_row], dim=1)
 
+    def pair_bias(self, layer: int, ctx: AttentionContext, index: torch.Tensor) -> torch.Tensor:
+        """Block ``layer``'s bias between chosen patches, averaged over heads.
+
+        Args:
+            layer: block index in [0, depth).
+            ctx: the forward pass's context; its keypoints (B, K, 2) or None (the fallback).
+            index: (B, n) patch indices in [0, rows * cols).
+
+        Returns:
+            (B, n, n): ``out[b, i, j]`` = mean over h of ``layer_bias(...)[b, h, a, c]`` with
+            a, c the tokens of patches ``index[b, i]``, ``index[b, j]``. Only the n chosen
+            patches' tables are computed: (B, n, 2K + 2) features @ the head-averaged map.
+        """
+        if not 0 <= layer < self.depth:
+            raise IndexError(f"layer {layer} out of range for KP-RPE of depth {self.depth}")
+        feats = self.features(ctx)[:, 0]  # (B'|1, T, 2K + 2)
+        b = index.shape[0]
+        if feats.shape[0] not in (1, b):
+            raise ValueError(f"keypoints have batch {feats.shape[0]} but the patch index has batch {b}")
+        rows = (index + ctx.num_prefix_tokens).unsqueeze(-1).expand(-1, -1, feats.shape[-1])
+        chosen = feats.expand(b, -1, -1).gather(1, rows)  # (B, n, 2K + 2)
+        table = chosen @ self.layer_weight(layer).mean(0).to(chosen.dtype)  # (B, n, nb + 1)
+        ids = bucket_ids(ctx.grid, METHOD, self.ratio, MAPPING, ctx.num_prefix_tokens, index.device)
+        return table.gather(2, patch_pair_ids(ids, ctx.num_prefix_tokens, index))
+
     def layer_term(self, layer: int, ctx: AttentionContext, batch: int) -> BucketTerm:
         """Block ``layer``'s bias as a linear bucket term: table = features @ layer_weight,
         (B|1, H, T, nb + 1), recomputed block by block inside the attention and never stored."""
@@ -209,6 +234,15 @@ class KPRPEBlockTerm(RelativePosition):
 
     def extra_repr(self) -> str:
         return f"layer={self.layer}, depth={self.owner.depth}"
+
+    @property
+    def has_pair_bias(self) -> bool:
+        """Always: the bias depends on geometry and keypoints only, never on queries or keys."""
+        return True
+
+    def pair_bias(self, ctx: AttentionContext, index: torch.Tensor) -> torch.Tensor:
+        """(B, n, n) head-averaged bias of this block between the patches ``index`` (B, n)."""
+        return self.owner.pair_bias(self.layer, ctx, index)
 
     def bucket_terms(
         self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext

@@ -55,3 +55,35 @@ class RelativePosition(nn.Module):
     def needs_probabilities(self) -> bool:
         """True when ``output_term`` is used, so attention must materialise its probabilities."""
         return False
+
+    @property
+    def has_pair_bias(self) -> bool:
+        """True when the logits term is a learned bias per token pair that does not depend on
+        the queries or keys (so ``pair_bias`` returns a tensor); False for contextual terms."""
+        return False
+
+    def pair_bias(self, ctx: AttentionContext, index: torch.Tensor) -> torch.Tensor | None:
+        """The content-independent logits bias between chosen patches, averaged over heads.
+
+        Args:
+            ctx: the forward pass's context (grid, prefix tokens, keypoints or None).
+            index: (B, n) int64 patch indices in [0, rows * cols) (prefix tokens excluded).
+
+        Returns:
+            (B|1, n, n) with ``out[b, i, j]`` = mean over heads of the bias this encoding adds
+            to the logit of query patch ``index[b, i]`` and key patch ``index[b, j]``, or None
+            when the encoding has no such bias (``has_pair_bias`` is False).
+        """
+        return None
+
+
+def patch_pair_ids(ids: torch.Tensor, num_prefix_tokens: int, index: torch.Tensor) -> torch.Tensor:
+    """Bucket ids of chosen patch pairs: ids (T, T) over all tokens, index (B, n) patch indices
+    -> (B, n, n) with ``out[b, i, j] = ids[prefix + index[b, i], prefix + index[b, j]]``."""
+    if index.ndim != 2:
+        raise ValueError(f"patch index must be (B, n), got shape {tuple(index.shape)}")
+    n = ids.shape[0] - num_prefix_tokens
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+        raise ValueError(f"patch index out of range [0, {n})")
+    rows = index + num_prefix_tokens
+    return ids[rows[:, :, None], rows[:, None, :]]

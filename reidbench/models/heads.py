@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from reidbench.errors import ConfigError
+
 
 class BNNeck(nn.Module):
     """Batch-norm neck (Luo et al., "Bag of Tricks", 2019): BN without shift before the classifier.
@@ -37,6 +39,19 @@ class EmbeddingModel(nn.Module):
         """(feature before the neck, feature after it), both (B, D)."""
         feats = self.backbone(images, keypoints)
         return feats, self.neck(feats)
+
+    def forward_train_tokens(
+        self, images: torch.Tensor, keypoints: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward_train`` plus the backbone's final tokens (B, 1 + N, D), CLS first, from one
+        pass; for backbones with ``forward_tokens`` (the ViTs), else ConfigError."""
+        forward_tokens = getattr(self.backbone, "forward_tokens", None)
+        if forward_tokens is None:
+            raise ConfigError(f"{type(self.backbone).__name__} has no patch tokens (forward_tokens); "
+                              "losses on tokens need a ViT backbone")
+        tokens = forward_tokens(images, keypoints)  # (B, 1 + N, D)
+        feats = tokens[:, 0]
+        return feats, self.neck(feats), tokens
 
     def forward(self, images: torch.Tensor, keypoints: torch.Tensor | None = None) -> torch.Tensor:
         return self.neck(self.backbone(images, keypoints))

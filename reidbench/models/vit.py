@@ -89,6 +89,59 @@ class VisionTransformer(nn.Module):
         """(B, 3, H, W) images, optional (B, K, 2) keypoints in [0, 1] -> (B, D) embeddings."""
         return self.forward_tokens(images, keypoints)[:, 0]
 
+    def position_terms(self) -> tuple[bool, bool]:
+        """(has absolute patch embeddings, has a content-independent relative bias per patch
+        pair in every block): the two terms of ``pair_relations``."""
+        rel = [block.attn.rel_pos for block in self.blocks]
+        has_rel = bool(rel) and all(r is not None and r.has_pair_bias for r in rel)
+        return self.pos_embed is not None, has_rel
+
+    def pair_relations(
+        self, index: torch.Tensor, keypoints: torch.Tensor | None = None,
+        layers: tuple[int, ...] | None = None,
+    ) -> torch.Tensor:
+        """Positional relations R_ab = P_abs_a . P_abs_b + P_rel_ab between chosen patches.
+
+        Args:
+            index: (B, n) patch indices in [0, rows * cols) of each image.
+            keypoints: (B, K, 2) keypoints of the images (KP-RPE's bias depends on them), or None.
+            layers: blocks whose relative bias is used, one relation per pair per listed block
+                (negative indices count from the end); None averages the bias over all blocks.
+
+        Returns:
+            (B, L, n, n), ``out[b, l, i, j]`` = R between patches ``index[b, i]`` and
+            ``index[b, j]``. P_abs is the absolute embedding of a patch (0 without one); P_rel is
+            the logits bias of the pair averaged over heads (0 when the encoding has no
+            content-independent bias, see ``RelativePosition.has_pair_bias``). L = len(layers)
+            when layers are given and there is a relative bias, else 1.
+        """
+        has_abs, has_rel = self.position_terms()
+        if not has_abs and not has_rel:
+            raise ConfigError("this ViT has neither absolute position embeddings nor a per-pair "
+                              "relative bias, so it has no positional relations")
+        b, n = index.shape
+        out = index.new_zeros((b, 1, n, n), dtype=self.cls_token.dtype)
+        if has_rel:
+            chosen = range(len(self.blocks)) if layers is None else self.resolve_layers(layers)
+            ctx = AttentionContext(self.grid, self.num_prefix_tokens, keypoints)
+            rel = [self.blocks[i].attn.rel_pos.pair_bias(ctx, index) for i in chosen]
+            bias = torch.stack([r.expand(b, n, n) for r in rel], dim=1)  # (B, L, n, n)
+            out = out + (bias.mean(1, keepdim=True) if layers is None else bias)
+        if has_abs:
+            assert self.pos_embed is not None
+            p = self.pos_embed.patch_embeddings()[index]  # (B, n, D)
+            out = out + (p @ p.transpose(1, 2)).unsqueeze(1)
+        return out
+
+    def resolve_layers(self, layers: tuple[int, ...]) -> list[int]:
+        """Block indices of ``layers`` (negative from the end); ConfigError when out of range."""
+        depth = len(self.blocks)
+        bad = [i for i in layers if not -depth <= i < depth]
+        if bad or not layers:
+            raise ConfigError(f"relation layers {list(layers)} must be non-empty and in "
+                              f"[-{depth}, {depth}) for a ViT of depth {depth}")
+        return [i % depth for i in layers]
+
 
 def _init_weights(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):

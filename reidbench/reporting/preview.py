@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from reidbench.data.loader import load_rgb
+from reidbench.data.loader import load_sample
 from reidbench.datasets.base import ImageRecord
 
 # one colour per keypoint index (cycled), readable on light and dark backgrounds
@@ -25,15 +25,16 @@ def pick(records: list[ImageRecord], num: int, seed: int) -> list[ImageRecord]:
 
 
 def draw_tile(record: ImageRecord, height: int, label: str) -> Image.Image:
-    image = Image.fromarray(load_rgb(record.path))
+    pixels, keypoints = load_sample(record)  # as the model sees it (faces aligned)
+    image = Image.fromarray(pixels)
     scale = height / image.height
     tile = image.resize((max(1, round(image.width * scale)), height), Image.Resampling.BICUBIC)
     canvas = Image.new("RGB", (tile.width, height + 14), (255, 255, 255))
     canvas.paste(tile, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    if record.keypoints is not None:
+    if keypoints is not None:
         r = max(2, height // 64)
-        for k, (x, y) in enumerate(record.keypoints):
+        for k, (x, y) in enumerate(keypoints):
             px, py = x * tile.width, y * tile.height
             draw.ellipse((px - r, py - r, px + r, py + r), fill=PALETTE[k % len(PALETTE)],
                          outline=(0, 0, 0))

@@ -1,0 +1,157 @@
+"""`reidbench robustness` and `reidbench bench`: parsing, then one library call each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("reidbench")
+
+PERTURB_HELP = ("comma-separated perturbations (default: all = scale,rotate,translate,affine,kpnoise; "
+                "levels in reidbench/data/perturb.py)")
+SEVERITY_HELP = "severities to sweep, e.g. 0-5 or 1,3,5 (default 0-5; 0 = clean is always included)"
+SIDE_HELP = ("perturbed side: query = re-ID queries (gallery clean) or the second image of each "
+             "verification pair (default); both = queries and gallery, or both images of a pair")
+
+
+def _sweep_options(p: argparse.ArgumentParser, seed_flag: str) -> None:
+    p.add_argument("--perturb", help=PERTURB_HELP)
+    p.add_argument("--severities", help=SEVERITY_HELP)
+    p.add_argument("--side", default="query", choices=("query", "both"), help=SIDE_HELP)
+    p.add_argument(seed_flag, dest="perturb_seed", type=int, default=0, metavar="S",
+                   help="seed of the per-image perturbation draws (default 0): same seed, same "
+                        "perturbed images for every model")
+
+
+def add_robustness_parsers(sub: Any) -> None:
+    """Add the `robustness` and `bench` subcommands to ``sub``."""
+    p = sub.add_parser(
+        "robustness", help="metrics of trained models under scaling, rotation, translation, "
+                           "random similarity and keypoint noise; CSV, plot and markdown report",
+        description="Models come from --run (run ids or folders under --runs), --checkpoint "
+                    "(files; config from the config.yaml beside each, else the presets of "
+                    "--dataset and the model), or, with neither, the newest complete run of "
+                    "each --model on --dataset under --runs that was trained without "
+                    "data.aug_affine and still has its checkpoint.pt. Writes "
+                    "<out>/<id>.csv, .md, .png, -examples.png and .json.")
+    p.add_argument("--model", help="model name(s), comma-separated, e.g. ape,kprpe")
+    p.add_argument("--dataset", help="dataset name (must match the runs' dataset)")
+    p.add_argument("--run", help="run id(s) or folder(s), comma-separated, one per --model")
+    p.add_argument("--checkpoint", help="checkpoint file(s), comma-separated, one per --model")
+    p.add_argument("--runs", type=Path, default=Path("results/runs"),
+                   help="run records folder (default: results/runs)")
+    _sweep_options(p, "--seed")
+    p.add_argument("--data-root", help="data root replacing the runs' own")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=int, help="feature-extraction batch (default: eval.batch_size)")
+    p.add_argument("--config", type=Path, help="YAML for --checkpoint files without a config.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for --checkpoint files without a config.yaml")
+    p.add_argument("--out", type=Path, default=Path("results/robustness"),
+                   help="report folder (default: results/robustness)")
+    p.add_argument("--id", help="report name (default: <dataset>-<side>)")
+    p.add_argument("--report", type=Path, metavar="CSV",
+                   help="only re-render the markdown and plot of an existing robustness CSV")
+
+    b = sub.add_parser(
+        "bench", help="the whole benchmark: train each model with the same recipe, sweep "
+                      "robustness, rebuild the leaderboard and the robustness report",
+        description="For each dataset: `reidbench run` for every model (records in "
+                    "<output>/runs), then `reidbench robustness` on those runs "
+                    "(<output>/robustness/<dataset>-<side>.*), then `reidbench leaderboard` "
+                    "(<output>/leaderboard.csv).")
+    b.add_argument("--dataset", default="synthetic-reid",
+                   help="dataset name(s), comma-separated (default: synthetic-reid)")
+    b.add_argument("--models", default="ape,rpe,irpe,kprpe",
+                   help="models, comma-separated (default: ape,rpe,irpe,kprpe)")
+    b.add_argument("--data-root", help="data root (default: $REIDBENCH_DATA, else ./datasets)")
+    b.add_argument("--epochs", type=int)
+    b.add_argument("--batch-size", type=int)
+    b.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    b.add_argument("--seed", type=int, help="training seed")
+    b.add_argument("--config", type=Path, help="YAML file merged over the presets")
+    b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key of every run (repeatable)")
+    b.add_argument("--output", type=Path, default=Path("results"),
+                   help="results folder receiving runs/, leaderboard.csv and robustness/ "
+                        "(default: results)")
+    _sweep_options(b, "--perturb-seed")
+
+
+def _names(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _spec(args: argparse.Namespace) -> Any:
+    from reidbench.data.perturb import parse_names, parse_severities
+    from reidbench.evaluation.robustness import SweepSpec
+
+    return SweepSpec(parse_names(args.perturb), parse_severities(args.severities), args.side,
+                     args.perturb_seed)
+
+
+def _command(argv: list[str]) -> str:
+    return shlex.join(["reidbench", *argv])
+
+
+def cmd_robustness(args: argparse.Namespace, progress: bool, argv: list[str]) -> int:
+    from reidbench.engine.bench import resolve_sources, sweep_models
+    from reidbench.errors import ConfigError
+    from reidbench.reporting.robustness import rebuild_report
+
+    if args.report is not None:
+        md, png = rebuild_report(args.report)
+        log.info("wrote %s and %s", md, png)
+        return 0
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    spec = _spec(args)
+    sources = resolve_sources(
+        _names(args.model), args.dataset, runs=_names(args.run), checkpoints=_names(args.checkpoint),
+        runs_dir=args.runs, config_file=args.config, overrides=args.overrides,
+    )
+    result = sweep_models(sources, spec, args.out, report_id=args.id, data_root=args.data_root,
+                          device=args.device, batch_size=args.batch_size, command=_command(argv),
+                          progress=progress)
+    _log_scores(result.rows)
+    return 0
+
+
+def _log_scores(rows: list[dict[str, Any]]) -> None:
+    from reidbench.reporting.robustness import HEADLINE, robustness_scores
+
+    metric = HEADLINE.get(rows[0]["task"], rows[0]["metric"]) if rows else ""
+    for label, scores in robustness_scores(rows, metric).items():
+        log.info("robustness score (%s) %-8s %s", metric, label,
+                 "  ".join(f"{k} {v:.3f}" for k, v in scores.items() if v is not None))
+
+
+def cmd_bench(args: argparse.Namespace, progress: bool, argv: list[str]) -> int:
+    from reidbench.engine.bench import run_bench
+
+    flags: dict[str, Any] = {}
+    for section, key, value in [
+        ("data", "root", args.data_root), ("train", "epochs", args.epochs),
+        ("train", "batch_size", args.batch_size), ("train", "device", args.device),
+        ("train", "seed", args.seed),
+    ]:
+        if value is not None:
+            flags.setdefault(section, {})[key] = value
+    spec = _spec(args)
+    models = _names(args.models)
+    datasets = _names(args.dataset)
+    if not models or not datasets:
+        from reidbench.errors import ConfigError
+
+        raise ConfigError("--models and --dataset need at least one name each")
+    for dataset in datasets:
+        result = run_bench(dataset, models, spec, args.output, config_file=args.config, flags=flags,
+                           overrides=args.overrides, command=_command(argv), progress=progress)
+        _log_scores(result.robustness.rows)
+        log.info("%s: runs %s; report %s; leaderboard %s (%.1f min)", dataset,
+                 ", ".join(d.name for d in result.run_dirs), result.robustness.paths["markdown"],
+                 result.leaderboard, result.seconds / 60)
+    return 0

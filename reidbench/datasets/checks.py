@@ -1,0 +1,168 @@
+"""`reidbench data check`: per-split counts of a dataset, compared with its published statistics,
+and a pass over its image files.
+
+Counts: images, identities and cameras per split; verification sets add pairs and folds, IJB
+template sets templates, media, pairs and genuine pairs (their 1:1 files name no subjects or
+cameras: ``ids`` and ``cams`` are None). A split whose every count is at most the published one
+is a subset (reported, not an error); more than published means another version of the data.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from reidbench.datasets.base import (
+    FaceSplit,
+    ImageRecord,
+    ReidSplit,
+    TemplateSet,
+    VerificationSet,
+)
+
+log = logging.getLogger(__name__)
+
+Counts = dict[str, int | None]
+IMAGE_CHECKS = ("none", "header", "decode")
+
+
+def _records(records: list[ImageRecord]) -> Counts:
+    return {
+        "images": len(records),
+        "ids": len({r.pid for r in records}),
+        "cams": len({r.camid for r in records}),
+    }
+
+
+def _pairs(vs: VerificationSet) -> Counts:
+    return {**_records(vs.images), "pairs": int(len(vs.pairs)), "folds": vs.num_folds}
+
+
+def split_counts(data: ReidSplit | FaceSplit | VerificationSet | TemplateSet) -> dict[str, Counts]:
+    """``{split: {"images", "ids", "cams", ...}}`` for any dataset an adapter returns."""
+    if isinstance(data, ReidSplit):
+        out = {s: _records(getattr(data, s)) for s in ("train", "query", "gallery")}
+        if data.verification is not None:
+            out["pairs"] = _pairs(data.verification)
+        return out
+    if isinstance(data, FaceSplit):
+        return {"train": _records(data.train), "test": _pairs(data.verification)}
+    if isinstance(data, VerificationSet):
+        return {"test": _pairs(data)}
+    media = np.unique(np.stack([data.template_ids, data.media_ids], 1), axis=0)
+    return {
+        "test": {
+            "images": len(data.images),
+            "ids": None,
+            "cams": None,
+            "templates": data.num_templates,
+            "media": int(len(media)),
+            "pairs": int(len(data.labels)),
+            "genuine": int(data.labels.sum()),
+        }
+    }
+
+
+def compare_published(
+    counts: dict[str, Counts],
+    published: dict[str, dict[str, int]] | None,
+) -> dict[str, str]:
+    """Per split: ``full`` (every published count met exactly), ``subset`` (none above the
+    published, some below), ``differs`` (some above) or ``n/a`` (nothing published)."""
+    out = {}
+    for split, have in counts.items():
+        want = (published or {}).get(split)
+        if not want:
+            out[split] = "n/a"
+            continue
+        pairs = [(have.get(k), v) for k, v in want.items() if have.get(k) is not None]
+        if any(h > w for h, w in pairs):
+            out[split] = "differs"
+        elif all(h == w for h, w in pairs):
+            out[split] = "full"
+        else:
+            out[split] = "subset"
+    return out
+
+
+def all_images(data: ReidSplit | FaceSplit | VerificationSet | TemplateSet) -> list[str]:
+    """Every distinct image path of the dataset, sorted."""
+    if isinstance(data, ReidSplit):
+        groups = [data.train, data.query, data.gallery]
+    elif isinstance(data, FaceSplit):
+        groups = [data.train, data.verification.images]
+    else:
+        groups = [data.images]
+    return sorted({r.path for g in groups for r in g})
+
+
+def unreadable_images(paths: list[str], mode: str = "header") -> list[tuple[str, str]]:
+    """``(path, reason)`` for each image that cannot be opened (``header``: the format is
+    recognised from the header) or fully decoded (``decode``: also catches truncated files)."""
+    if mode not in IMAGE_CHECKS:
+        raise ValueError(f"image check {mode!r}; expected one of {IMAGE_CHECKS}")
+    bad = []
+    if mode == "none":
+        return bad
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                if mode == "decode":
+                    img.load()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            bad.append((path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+    return bad
+
+
+def check_report(
+    name: str,
+    data: ReidSplit | FaceSplit | VerificationSet | TemplateSet,
+    published: dict[str, dict[str, int]] | None,
+    images: str = "header",
+) -> dict[str, Any]:
+    """Everything `reidbench data check` prints: counts, published counts, status per split and
+    the unreadable images."""
+    counts = split_counts(data)
+    paths = all_images(data) if images != "none" else []
+    bad = unreadable_images(paths, images)
+    log.info("%s: checked %d image files (%s), %d unreadable", name, len(paths), images, len(bad))
+    return {
+        "dataset": name,
+        "root": str(data.root),
+        "splits": counts,
+        "published": published,
+        "status": compare_published(counts, published),
+        "images_checked": len(paths),
+        "image_check": images,
+        "unreadable": [{"path": p, "error": e} for p, e in bad],
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable table of a check report."""
+    keys = ["images", "ids", "cams"]
+    for counts in report["splits"].values():
+        keys += [k for k in counts if k not in keys]
+    published = report["published"] or {}
+    lines = [
+        f"{report['dataset']} at {report['root']}",
+        f"{'split':8s}" + "".join(f"{k:>10s}" for k in keys) + "   status",
+    ]
+    for split, counts in report["splits"].items():
+        row = "".join(f"{'-' if counts.get(k) is None else counts[k]:>10}" for k in keys)
+        status = report["status"][split]
+        want = published.get(split)
+        if want:
+            status += " (published: " + ", ".join(f"{k} {v:,}" for k, v in want.items()) + ")"
+        lines.append(f"{split:8s}{row}   {status}")
+    if report["image_check"] != "none":
+        lines.append(
+            f"{report['images_checked']} image files opened ({report['image_check']}), "
+            f"{len(report['unreadable'])} unreadable"
+        )
+    for item in report["unreadable"][:10]:
+        lines.append(f"  unreadable: {item['path']}: {item['error']}")
+    return "\n".join(lines)
