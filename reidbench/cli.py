@@ -56,9 +56,16 @@ def build_parser() -> Parser:
     _run_parser(sub)
     _data_parser(sub)
     ev = sub.add_parser("evaluate", help="metrics of features saved by any model (.npz)")
-    ev.add_argument("--features", required=True, type=Path,
-                    help="re-ID: query_feats, gallery_feats, query_pids, gallery_pids, "
-                         "query_camids, gallery_camids; verification: feats1, feats2, labels[, folds]")
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--features", type=Path,
+                        help="re-ID: query_feats, gallery_feats, query_pids, gallery_pids, query_camids, "
+                             "gallery_camids; verification: feats1, feats2, labels[, folds]")
+    source.add_argument("--run", help="a recorded run (folder or id under --runs): evaluate its model "
+                                      "on --dataset's test side (e.g. ijbb, ijbc, lfw, market1501)")
+    ev.add_argument("--runs", type=Path, default=Path("results/runs"), help="where run ids are looked up")
+    ev.add_argument("--dataset", help="with --run: the dataset to test on (default: the run's own)")
+    ev.add_argument("--data-root", help="with --run: root of that dataset (else $REIDBENCH_DATA, ./datasets)")
+    ev.add_argument("--device", help="with --run: auto, cpu, cuda, cuda:N (default: the run's)")
     ev.add_argument("--metric", default="cosine", choices=("cosine", "euclidean"))
     ev.add_argument("--max-rank", type=int, default=50)
     ev.add_argument("--json", type=Path, help="also write the metrics as JSON (fractions in [0, 1])")
@@ -88,20 +95,13 @@ def build_parser() -> Parser:
 
 
 def cmd_run(args: argparse.Namespace, progress: bool) -> int:
-    from reidbench.config import deep_merge, parse_override, resolve_config
+    from reidbench.config import cli_flags, deep_merge, parse_override, resolve_config
     from reidbench.datasets.catalog import dataset_builder
     from reidbench.engine.run import find_resume_dir, resume_config, run_experiment
     from reidbench.registry import MODELS
     from reidbench.reporting.records import new_run_id, unique_run_dir
 
-    flags: dict[str, Any] = {}
-    for section, key, value in [
-        ("data", "root", args.data_root), ("train", "epochs", args.epochs),
-        ("train", "batch_size", args.batch_size), ("train", "device", args.device),
-        ("train", "seed", args.seed),
-    ]:
-        if value is not None:
-            flags.setdefault(section, {})[key] = value
+    flags = cli_flags(args.data_root, args.epochs, args.batch_size, args.device, args.seed)
     if args.output is not None:
         flags["output"] = args.output
     cfg = resolve_config(args.dataset, args.model, args.config, flags, args.overrides)
@@ -176,6 +176,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.max_rank < 1:
         raise ConfigError(f"--max-rank must be >= 1, got {args.max_rank}")
+    if args.run is not None:
+        return _evaluate_run(args)
+    if args.dataset or args.data_root or args.device:
+        raise ConfigError("--dataset, --data-root and --device go with --run")
     data = load_features(args.features)
     metrics: dict[str, Any]
     if isinstance(data, PairFeatures):
@@ -229,6 +233,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, value in rows:
         text = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
         sys.stdout.write(f"{name:18s} {text}\n")
+    if args.json:
+        atomic_write_json(args.json, metrics)
+    return 0
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    from reidbench.engine.bench import find_run
+    from reidbench.engine.run import evaluate_run
+    from reidbench.reporting.io import atomic_write_json
+
+    progress = not args.quiet and sys.stderr.isatty()
+    metrics = evaluate_run(find_run(args.runs, args.run), args.dataset, args.data_root, args.device,
+                           progress)
+    keys = ("mAP", "mINP", "rank1", "accuracy", "accuracy_std", "auc", "eer", "num_pairs",
+            "num_templates", "num_valid_queries", "eval_seconds")
+    sys.stdout.write(f"{metrics['model']} ({metrics['run_id']}) on {metrics['dataset']}\n")
+    for key in keys:
+        if key in metrics:
+            value = metrics[key]
+            text = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+            sys.stdout.write(f"{key:18s} {text}\n")
+    for far, tar in (metrics.get("tar_at_far") or {}).items():
+        sys.stdout.write(f"{'TAR@FAR=' + str(far):18s} {'n/a' if tar is None else f'{tar:.4f}'}\n")
     if args.json:
         atomic_write_json(args.json, metrics)
     return 0

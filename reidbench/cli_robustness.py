@@ -130,16 +130,10 @@ def _log_scores(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, progress: bool, argv: list[str]) -> int:
+    from reidbench.config import cli_flags
     from reidbench.engine.bench import run_bench
 
-    flags: dict[str, Any] = {}
-    for section, key, value in [
-        ("data", "root", args.data_root), ("train", "epochs", args.epochs),
-        ("train", "batch_size", args.batch_size), ("train", "device", args.device),
-        ("train", "seed", args.seed),
-    ]:
-        if value is not None:
-            flags.setdefault(section, {})[key] = value
+    flags = cli_flags(args.data_root, args.epochs, args.batch_size, args.device, args.seed)
     spec = _spec(args)
     models = _names(args.models)
     datasets = _names(args.dataset)

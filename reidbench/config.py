@@ -305,3 +305,19 @@ def _preset_name(dataset: str) -> str:
 
 def save_config(cfg: RunConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def cli_flags(
+    data_root: str | None = None, epochs: int | None = None, batch_size: int | None = None,
+    device: str | None = None, seed: int | None = None,
+) -> dict[str, Any]:
+    """The config layer of the training flags shared by ``run`` and ``bench`` (unset ones left
+    out)."""
+    flags: dict[str, Any] = {}
+    for section, key, value in [
+        ("data", "root", data_root), ("train", "epochs", epochs), ("train", "batch_size", batch_size),
+        ("train", "device", device), ("train", "seed", seed),
+    ]:
+        if value is not None:
+            flags.setdefault(section, {})[key] = value
+    return flags

@@ -67,17 +67,24 @@ class ImageDataset(Dataset):
         rng = np.random.default_rng(seed) if seed is not None else None
         image, kps_in = self.sample(index)
         image, kps = self.transform(image, kps_in if self.num_keypoints else None, rng)
-        has = kps is not None
-        if not has:
-            kps = np.zeros((self.num_keypoints, 2), dtype=np.float32)
-        return {
-            "image": image,
-            "pid": record.pid,
-            "camid": record.camid,
-            "keypoints": torch.from_numpy(np.ascontiguousarray(kps, dtype=np.float32)),
-            "has_keypoints": has,
-            "index": index,
-        }
+        return sample_dict(record, index, image, kps, self.num_keypoints)
+
+
+def sample_dict(
+    record: ImageRecord, index: int, image: torch.Tensor, kps: np.ndarray | None, num_keypoints: int,
+) -> dict[str, Any]:
+    """One loader item; missing keypoints become zeros with ``has_keypoints=False``."""
+    has = kps is not None
+    if kps is None:
+        kps = np.zeros((num_keypoints, 2), dtype=np.float32)
+    return {
+        "image": image,
+        "pid": record.pid,
+        "camid": record.camid,
+        "keypoints": torch.from_numpy(np.ascontiguousarray(kps, dtype=np.float32)),
+        "has_keypoints": has,
+        "index": index,
+    }
 
 
 def batch_keypoints(batch: dict[str, Any], device: torch.device) -> torch.Tensor | None:

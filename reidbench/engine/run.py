@@ -11,7 +11,7 @@ import torch
 
 from reidbench.config import RunConfig, from_dict, load_yaml, save_config
 from reidbench.data.loader import ImageDataset
-from reidbench.datasets.base import FaceSplit, ReidSplit
+from reidbench.datasets.base import FaceSplit, ReidSplit, TemplateSet, VerificationSet
 from reidbench.datasets.catalog import build_dataset
 from reidbench.engine.checkpoint import CHECKPOINT
 from reidbench.engine.trainer import eval_transform, keypoint_count, select_device, train
@@ -132,17 +132,27 @@ def run_experiment(
 
 
 def evaluate_state(
-    cfg: RunConfig, split: ReidSplit | FaceSplit, model: torch.nn.Module, device: torch.device,
-    progress: bool = True,
+    cfg: RunConfig, split: ReidSplit | FaceSplit | VerificationSet | TemplateSet,
+    model: torch.nn.Module, device: torch.device, progress: bool = True,
 ) -> tuple[dict[str, Any], float]:
-    """Re-ID metrics (query vs gallery) or verification metrics (pairs), and the seconds taken."""
+    """Re-ID metrics (query vs gallery), verification metrics (pairs) or IJB template metrics,
+    and the seconds taken."""
     start = time.perf_counter()
     k = keypoint_count(split)
     tf = eval_transform(cfg)
     perm = tuple(split.keypoint_schema.flip_permutation()) if split.keypoint_schema else None
     flip = {"flip": cfg.eval.flip, "flip_perm": perm}
-    if isinstance(split, FaceSplit):
-        vs = split.verification
+    if isinstance(split, TemplateSet):
+        from reidbench.datasets.ijb import evaluate_templates
+
+        feats = extract_features(model, ImageDataset(split.images, tf, k), cfg.eval.batch_size,
+                                 device, "template image features", progress, **flip)
+        metrics = {"task": "templates", **evaluate_templates(split, feats.feats)}
+        log.info("templates: %d pairs of %d templates, AUC %.4f", metrics["num_pairs"],
+                 metrics["num_templates"], metrics["auc"])
+        return metrics, time.perf_counter() - start
+    if isinstance(split, FaceSplit | VerificationSet):
+        vs = split.verification if isinstance(split, FaceSplit) else split
         feats = extract_features(model, ImageDataset(vs.images, tf, k), cfg.eval.batch_size,
                                  device, "pair image features", progress, **flip)
         metrics = {"task": "verification", **evaluate_verification(vs, feats)}
@@ -163,3 +173,29 @@ def evaluate_state(
     metrics.update({"metric": cfg.eval.metric, "num_query": len(split.query),
                     "num_gallery": len(split.gallery)})
     return metrics, time.perf_counter() - start
+
+
+def evaluate_run(
+    run_dir: Path, dataset: str | None = None, data_root: str | None = None,
+    device_name: str | None = None, progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the model recorded in ``run_dir`` on the test side of ``dataset`` (default: the
+    dataset it was trained on), e.g. a test-only set such as IJB-B/C or LFW. The input size,
+    normalisation and evaluation settings are the run's."""
+    from dataclasses import replace
+
+    from reidbench.engine.bench import load_model, source_from_run
+
+    source = source_from_run(run_dir)
+    cfg = source.cfg
+    data = replace(cfg.data, name=dataset or cfg.data.name,
+                   root=data_root if data_root is not None else cfg.data.root)
+    if dataset is not None and dataset != source.cfg.data.name:
+        data = replace(data, keypoints=None)  # the trained set's sidecar does not apply
+    cfg = replace(cfg, data=data)
+    device = select_device(device_name or cfg.train.device)
+    split = build_dataset(cfg.data)
+    model = load_model(source, keypoint_count(split), device)
+    metrics, seconds = evaluate_state(cfg, split, model, device, progress)
+    return {"run_id": source.run_id, "model": cfg.model.name, "dataset": cfg.data.name,
+            **metrics, "eval_seconds": round(seconds, 3)}

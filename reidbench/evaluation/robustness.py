@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reidbench.data.loader import ImageDataset, load_sample
+from reidbench.data.loader import ImageDataset, load_sample, sample_dict
 from reidbench.data.perturb import IDENTITY, Misalignment, Perturbation, build_perturbation, sample_rng
 from reidbench.data.transforms import Transform
 from reidbench.datasets.base import FaceSplit, ImageRecord, ReidSplit, VerificationSet
@@ -137,19 +137,9 @@ class PerturbedDataset(ImageDataset):
         image, kps_in = self.sample(index)
         extra = None if mis is IDENTITY else mis.matrix
         image, kps = self.transform(image, kps_in if self.num_keypoints else None, None, extra=extra)
-        has = kps is not None
-        if kps is None:
-            kps = np.zeros((self.num_keypoints, 2), dtype=np.float32)
-        elif mis.keypoint_noise is not None:
+        if kps is not None and mis.keypoint_noise is not None:
             kps = kps + mis.keypoint_noise
-        return {
-            "image": image,
-            "pid": record.pid,
-            "camid": record.camid,
-            "keypoints": torch.from_numpy(np.ascontiguousarray(kps, dtype=np.float32)),
-            "has_keypoints": has,
-            "index": index,
-        }
+        return sample_dict(record, index, image, kps, self.num_keypoints)
 
 
 @dataclass

@@ -14,6 +14,14 @@ def pairwise_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(1e-12).sqrt()
 
 
+def anchor_masks(pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, B) positives (same pid, not itself), (B, B) negatives, and (B,) anchors having both."""
+    same = pids[:, None] == pids[None, :]
+    eye = torch.eye(len(pids), dtype=torch.bool, device=pids.device)
+    pos_mask, neg_mask = same & ~eye, ~same
+    return pos_mask, neg_mask, pos_mask.any(1) & neg_mask.any(1)
+
+
 def batch_hard_triplet(
     feats: torch.Tensor, pids: torch.Tensor, margin: float = 0.3
 ) -> torch.Tensor:
@@ -24,10 +32,7 @@ def batch_hard_triplet(
     mean(softplus(d_ap - d_an)). Anchors without a positive or a negative are left out.
     """
     dist = pairwise_euclidean(feats, feats)  # (B, B)
-    same = pids[:, None] == pids[None, :]
-    eye = torch.eye(len(pids), dtype=torch.bool, device=feats.device)
-    pos_mask, neg_mask = same & ~eye, ~same
-    usable = pos_mask.any(1) & neg_mask.any(1)
+    pos_mask, neg_mask, usable = anchor_masks(pids)
     if not usable.any():
         return feats.sum() * 0.0
     d_ap = dist.masked_fill(~pos_mask, float("-inf")).amax(1)[usable]
@@ -120,10 +125,7 @@ def circle_loss(
     """
     z = F.normalize(feats, dim=1)
     sim = z @ z.T  # (B, B)
-    same = pids[:, None] == pids[None, :]
-    eye = torch.eye(len(pids), dtype=torch.bool, device=feats.device)
-    pos_mask, neg_mask = same & ~eye, ~same
-    usable = pos_mask.any(1) & neg_mask.any(1)
+    pos_mask, neg_mask, usable = anchor_masks(pids)
     if not usable.any():
         return feats.sum() * 0.0
     a_p = (1.0 + margin - sim).clamp_min(0.0).detach()
