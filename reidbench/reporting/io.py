@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +42,15 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
     _atomic(path, lambda fh: torch.save(obj, fh))
+
+
+def csv_text(rows: list[dict[str, Any]], columns: list[str] | tuple[str, ...],
+             fmt: Callable[[Any], str]) -> str:
+    """CSV of ``rows`` restricted to ``columns`` (header first, ``\n`` line ends), each value
+    written with ``fmt``."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: fmt(row[k]) for k in columns})
+    return buf.getvalue()

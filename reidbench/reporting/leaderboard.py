@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from pathlib import Path
@@ -11,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from reidbench.reporting.io import atomic_write_text
+from reidbench.reporting.io import atomic_write_text, csv_text
 from reidbench.reporting.records import CONFIG, ENVIRONMENT, METRICS, TIMINGS, list_runs
 
 log = logging.getLogger(__name__)
@@ -77,12 +75,7 @@ def _fmt(value: Any) -> str:
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row[k]) for k in COLUMNS})
-    return buf.getvalue()
+    return csv_text(rows, COLUMNS, _fmt)
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.robustness import Cell
-from reidbench.reporting.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from reidbench.reporting.io import atomic_write_bytes, atomic_write_json, atomic_write_text, csv_text
 
 COLUMNS = [
     "dataset", "task", "model", "run_id", "side", "seed", "perturbation", "severity", "parameters",
@@ -119,12 +119,7 @@ def _fmt(value: Any) -> str:
 
 
 def to_csv(rows: list[Row]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row[k]) for k in COLUMNS})
-    return buf.getvalue()
+    return csv_text(rows, COLUMNS, _fmt)
 
 
 def read_csv(path: Path) -> list[Row]:
