@@ -128,30 +128,16 @@ def _keypoints(cfg: DataConfig) -> Path | None:
     return Path(cfg.keypoints) if cfg.keypoints else None
 
 
-@register(
-    DatasetInfo(
-        "market1501",
-        "reid",
-        MARKET1501.expected_tree(),
-        MARKET1501.url,
-        published=MARKET1501.published,
-    )
-)
-def _market1501(cfg: DataConfig) -> ReidSplit:
-    return read_market_layout(data_root(cfg.root), MARKET1501, _keypoints(cfg))
+def _register_market_layout(spec: LayoutSpec) -> None:
+    """A dataset in the Market-1501 file layout, described by its ``LayoutSpec``."""
+
+    @register(DatasetInfo(spec.name, "reid", spec.expected_tree(), spec.url, published=spec.published))
+    def build(cfg: DataConfig) -> ReidSplit:
+        return read_market_layout(data_root(cfg.root), spec, _keypoints(cfg))
 
 
-@register(
-    DatasetInfo(
-        "dukemtmc",
-        "reid",
-        DUKEMTMC.expected_tree(),
-        DUKEMTMC.url,
-        published=DUKEMTMC.published,
-    )
-)
-def _dukemtmc(cfg: DataConfig) -> ReidSplit:
-    return read_market_layout(data_root(cfg.root), DUKEMTMC, _keypoints(cfg))
+for _spec in (MARKET1501, DUKEMTMC):
+    _register_market_layout(_spec)
 
 
 @register(

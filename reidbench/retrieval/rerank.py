@@ -201,12 +201,12 @@ def k_reciprocal_distances(
         step = 128
         for s in range(0, len(r), step):
             block = slice(r.start + s, min(r.stop, r.start + s + step))
-            rows = out[s:s + block.stop - block.start]
-            rows.copy_(dist.block(block, gallery_cols)).mul_(lam / row_max[block, None]).add_(1.0 - lam)
+            dest = out[s:s + block.stop - block.start]
+            dest.copy_(dist.block(block, gallery_cols)).mul_(lam / row_max[block, None]).add_(1.0 - lam)
             m = _jaccard_numerators(v[block], v_cols)[:, nq:]
             i, j = np.nonzero(m)
             mv = m[i, j]
-            rows[torch.as_tensor(i), torch.as_tensor(j)] -= torch.as_tensor(
+            dest[torch.as_tensor(i), torch.as_tensor(j)] -= torch.as_tensor(
                 ((1.0 - lam) * mv / (2.0 - mv)).astype(np.float32))
         return out
 
