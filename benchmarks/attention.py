@@ -96,7 +96,7 @@ def encodings() -> dict[str, Callable[[], RelativePosition | None]]:
 KEYPOINTS = 10
 
 
-MAX_BLOCK: int | None = None  # --max-block: rows per query block of bucket attention
+CHUNK_ROWS: int | None = None  # --chunk-rows: the chunk budget of bucket attention, in rows
 
 
 def setup(name: str, n: int) -> tuple[Attention, torch.Tensor, AttentionContext]:
@@ -107,8 +107,8 @@ def setup(name: str, n: int) -> tuple[Attention, torch.Tensor, AttentionContext]
     if rel is not None:
         randomise(rel)
     block = Attention(DIM, HEADS, rel_pos=rel)
-    if MAX_BLOCK is not None:
-        block.max_block = MAX_BLOCK
+    if CHUNK_ROWS is not None:
+        block.chunk_rows = CHUNK_ROWS
     g = torch.Generator().manual_seed(1)
     x = torch.randn(BATCH, 1 + n, DIM, generator=g, requires_grad=True)
     kps = torch.rand(BATCH, KEYPOINTS, 2, generator=g)
@@ -173,7 +173,7 @@ def peak_bytes(name: str, n: int, threads: int) -> int:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(threads))
     out = subprocess.run(
         [sys.executable, __file__, "--child", name, str(n), "--threads", str(threads),
-         *([] if MAX_BLOCK is None else ["--max-block", str(MAX_BLOCK)])],
+         *([] if CHUNK_ROWS is None else ["--chunk-rows", str(CHUNK_ROWS)])],
         capture_output=True, text=True, env=env, check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak"]
@@ -183,13 +183,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--max-block", type=int, help="query rows per block (default: the layer's)")
+    parser.add_argument("--chunk-rows", type=int,
+                        help="bucket attention's chunk budget in query rows (default: the layer's)")
     parser.add_argument("--only", help="comma-separated substrings: run the matching encodings only")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    global MAX_BLOCK
-    MAX_BLOCK = args.max_block
+    global CHUNK_ROWS
+    CHUNK_ROWS = args.chunk_rows
     if args.child:
         child(args.child[0], int(args.child[1]))
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reidbench.layers.bucket_attention import BucketTerm, bucket_attention
+from reidbench.layers.bucket_attention import BucketTerm, bucket_attention, chunk_size
 
 
 def reference(q, k, v, terms, scale):  # type: ignore[no-untyped-def]
@@ -20,8 +20,8 @@ def reference(q, k, v, terms, scale):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("lut_shape", ["full", "batch-shared", "head-and-batch-shared"])
-@pytest.mark.parametrize("block", [1, 5, 64])
-def test_matches_explicit_attention_and_gradients(lut_shape: str, block: int) -> None:
+@pytest.mark.parametrize("chunk", [1, 2, None])
+def test_matches_explicit_attention_and_gradients(lut_shape: str, chunk: int | None) -> None:
     g = torch.Generator().manual_seed(0)
     b, h, t, d, nb = 2, 3, 13, 4, 7
     q, k, v = (torch.randn(b, h, t, d, generator=g, dtype=torch.float64, requires_grad=True)
@@ -34,7 +34,7 @@ def test_matches_explicit_attention_and_gradients(lut_shape: str, block: int) ->
                    torch.randn(b, h, t, nb, generator=g, dtype=torch.float64, requires_grad=True),
                    transposed=True),
     ]
-    out = bucket_attention(q, k, v, terms, 0.5, block)
+    out = bucket_attention(q, k, v, terms, 0.5, chunk)
     ref = reference(q, k, v, terms, 0.5)
     torch.testing.assert_close(out, ref)
     grad = torch.randn(out.shape, generator=g, dtype=torch.float64)
@@ -120,3 +120,16 @@ def test_linear_term_on_the_queries_themselves() -> None:
     want = torch.autograd.grad(ref.sum(), [q, k, v, w])
     for a, e in zip(got, want):
         torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("batch,tokens,rows,want", [
+    (32, 197, 32, 5),   # budget 5 items: 7 chunks, the last of 2
+    (32, 129, 32, 7),   # budget 7 items: 5 chunks of at most 7
+    (30, 129, 32, 6),   # budget 7 items: 5 chunks, so 6 each (equal chunks)
+    (1, 197, 32, 1),    # at least one item, even over the budget
+    (4, 16, 32, 4),     # everything in one chunk
+])
+def test_chunk_size_keeps_the_buffer_budget(batch: int, tokens: int, rows: int, want: int) -> None:
+    n = chunk_size(batch, tokens, rows)
+    assert n == want
+    assert n == 1 or n * tokens <= batch * rows  # (n, H, T, T) within (B, H, rows, T)

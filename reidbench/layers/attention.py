@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidbench.layers.bucket_attention import packed_bucket_attention
+from reidbench.layers.bucket_attention import chunk_size, packed_bucket_attention
 from reidbench.layers.position import AttentionContext, RelativePosition
 
 
@@ -32,9 +32,10 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos = rel_pos
-        # most query rows per block of bucket attention: its (B, H, rows, T) working buffers then
-        # stay at half the size of a (B, H, T, 64) q, k or v (measured in benchmarks/attention.py)
-        self.max_block = 32
+        # bucket attention works on chunks of the batch whose (n, H, T, T) buffers hold at most
+        # as much as (B, H, chunk_rows, T): half a (B, H, T, 64) q, k or v at 32 rows (measured
+        # in benchmarks/attention.py)
+        self.chunk_rows = 32
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, t, c = x.shape
@@ -43,9 +44,9 @@ class Attention(nn.Module):
             qkv = qkv.contiguous()  # packed (3, B, H, T, d): saved once, one packed gradient
             q, k, v = qkv.unbind(0)
             terms = self.rel_pos.bucket_terms(q, k, ctx)
-            if terms:  # blocked attention: the (B, H, T, T) bias is never stored whole
-                blocks = -(-t // self.max_block)  # equal blocks of at most max_block rows
-                out = packed_bucket_attention(qkv, terms, self.scale, -(-t // blocks), q=q)
+            if terms:  # chunked attention: the (B, H, T, T) bias is never stored whole
+                chunk = chunk_size(b, t, self.chunk_rows)
+                out = packed_bucket_attention(qkv, terms, self.scale, chunk, q=q)
                 return self.proj(out.transpose(1, 2).reshape(b, t, c))
         q, k, v = qkv.unbind(0)  # (B, H, T, d)
         bias = self.rel_pos.logits_bias(q, k, ctx) if self.rel_pos is not None else None

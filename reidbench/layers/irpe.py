@@ -148,7 +148,7 @@ class IRPE(RelativePosition):
 
         Bias mode: the (H|1, buckets) table broadcast over batch and queries. Contextual mode:
         (x * scale) @ W, a (B, H|1, T, buckets) table (on keys given as x and W so that it is
-        recomputed per block and never stored), never a (T, T, d) tensor.
+        recomputed per chunk and never stored), never a (T, T, d) tensor.
         """
         terms = []
         for method in self.cfg.table_methods:
@@ -157,7 +157,7 @@ class IRPE(RelativePosition):
             if self.cfg.mode == "bias":
                 lut = table[None, :, None, :].expand(1, table.shape[0], ids.shape[0], table.shape[1])
                 terms.append(BucketTerm(ids, lut=lut, transposed=on == "q"))
-            elif on == "k":  # (x * scale) @ W as a linear term: recomputed per block, never stored
+            elif on == "k":  # (x * scale) @ W as a linear term: recomputed per chunk, never stored
                 terms.append(BucketTerm(ids, x=x, weight=table * self.scale))
             else:  # the transposed (query-side) term needs the keys' whole table
                 terms.append(BucketTerm(ids, lut=x @ (table * self.scale), transposed=True))

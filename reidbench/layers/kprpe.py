@@ -18,7 +18,7 @@ Conventions:
 - Map. One linear map 2K -> depth * H * nb (nb = 49 product buckets at ratio 1.9), weight AND
   bias zero-initialised; its output is read as (B, N, depth, H, nb). Each block uses its
   (2K -> H * nb) slice as a linear bucket term of ``bucket_attention``: the (B, H, T, nb) table
-  is recomputed per query block inside the attention and never stored. The map is two raw
+  is recomputed per chunk inside the attention and never stored. The map is two raw
   parameters (``weight``, ``bias``) rather than an ``nn.Linear``, so that a model-wide
   ``apply(init_fn)`` over ``nn.Linear`` modules cannot overwrite the zero initialisation.
 - Prefix (CLS) tokens. Every pair involving a prefix token uses the extra "skip" bucket, whose
@@ -205,7 +205,7 @@ class KeypointRPE(nn.Module):
 
     def layer_term(self, layer: int, ctx: AttentionContext, batch: int) -> BucketTerm:
         """Block ``layer``'s bias as a linear bucket term: table = features @ layer_weight,
-        (B|1, H, T, nb + 1), recomputed block by block inside the attention and never stored."""
+        (B|1, H, T, nb + 1), recomputed chunk by chunk inside the attention and never stored."""
         if not 0 <= layer < self.depth:
             raise IndexError(f"layer {layer} out of range for KP-RPE of depth {self.depth}")
         x = self.features(ctx)

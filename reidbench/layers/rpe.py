@@ -108,7 +108,7 @@ class ShawRPE(RelativePosition):
         (B, H, T, 2k + 2), gathered with the clipped row / column offset of each pair."""
         check_tokens(q, ctx, "ShawRPE")
         rows, cols = self.axis_ids(ctx, q.device)
-        # linear terms: the (B, H, T, 2k + 2) tables q @ (s table)^T are recomputed per block
+        # linear terms: the (B, H, T, 2k + 2) tables q @ (s table)^T are recomputed per chunk
         w_r = (self.key_rows.to(q.dtype) * self.scale).transpose(-2, -1)  # (H|1, d, 2k + 2)
         w_c = (self.key_cols.to(q.dtype) * self.scale).transpose(-2, -1)
         return [BucketTerm(rows, x=q, weight=w_r), BucketTerm(cols, x=q, weight=w_c)]
