@@ -133,3 +133,20 @@ def test_chunk_size_keeps_the_buffer_budget(batch: int, tokens: int, rows: int, 
     n = chunk_size(batch, tokens, rows)
     assert n == want
     assert n == 1 or n * tokens <= batch * rows  # (n, H, T, T) within (B, H, rows, T)
+
+
+def test_only_transposed_terms() -> None:
+    """No row-aligned table to fold the backward's log-sum-exp into: it is subtracted after."""
+    g = torch.Generator().manual_seed(5)
+    b, h, t, d, nb = 2, 2, 7, 3, 4
+    q, k, v = (torch.randn(b, h, t, d, generator=g, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    lut = torch.randn(b, h, t, nb, generator=g, dtype=torch.float64, requires_grad=True)
+    terms = [BucketTerm(torch.randint(nb, (t, t), generator=g), lut=lut, transposed=True)]
+    out = bucket_attention(q, k, v, terms, 0.5, 1)
+    ref = reference(q, k, v, terms, 0.5)
+    torch.testing.assert_close(out, ref)
+    got = torch.autograd.grad(out.sum(), [q, k, v, lut])
+    want = torch.autograd.grad(ref.sum(), [q, k, v, lut])
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e)

@@ -33,9 +33,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rel_pos = rel_pos
         # bucket attention works on chunks of the batch whose (n, H, T, T) buffers hold at most
-        # as much as (B, H, chunk_rows, T): half a (B, H, T, 64) q, k or v at 32 rows (measured
+        # as much as (B, H, chunk_rows, T): a quarter of a (B, H, T, 64) q, k or v at 16 rows (measured
         # in benchmarks/attention.py)
-        self.chunk_rows = 32
+        self.chunk_rows = 16
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, t, c = x.shape

@@ -84,8 +84,12 @@ class _Terms:
             self.slots.append(tuple(range(i, i + width)))
             i += width
 
-    def chunk_bias(self, b0: int, b1: int, heads: int) -> torch.Tensor:
-        """The (b1 - b0, H, T, T) bias of batch items b0:b1."""
+    def chunk_bias(
+        self, b0: int, b1: int, heads: int, shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The (b1 - b0, H, T, T) bias of batch items b0:b1, minus ``shift`` (n, H, T) along
+        each query row if given: subtracted from a small (n, H, T, nb) table before the gather,
+        so it costs no pass over the (T, T) bias."""
         out = None
         for kind, idx, slot in zip(self.kinds, self.ids, self.slots):
             t = idx.shape[0]
@@ -94,13 +98,15 @@ class _Terms:
                 lut = torch.matmul(_rows(x, b0, b1), w)  # (n|1, H|1, T, nb)
             else:
                 lut = _rows(self.tensors[slot[0]], b0, b1)
+            if shift is not None and kind != "transposed":  # row i of the table is query i
+                lut, shift = lut - shift.unsqueeze(3), None
             shape = (b1 - b0, heads, t, t)
             g = torch.gather(lut.expand(*shape[:3], lut.shape[-1]), 3, idx.expand(shape))
             if kind == "transposed":  # bias[i, j] = lut[j, ids[j, i]]
                 g = g.transpose(2, 3)
             out = g if out is None else out + g
         assert out is not None
-        return out
+        return out if shift is None else out - shift.unsqueeze(3)
 
     def _linear(self, slot: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         if len(slot) == 2:
@@ -176,8 +182,8 @@ class _BucketAttention(torch.autograd.Function):
         for b0 in range(0, b, chunk):
             b1 = min(b, b0 + chunk)
             bh = (b1 - b0) * h
-            p = _chunk_logits(q, k, terms, b0, b1, scale)
-            p.sub_(lse[b0:b1, :, :, None]).exp_()  # (n, H, T, T) probabilities
+            p = _chunk_logits(q, k, terms, b0, b1, scale, shift=lse[b0:b1])
+            p.exp_()  # (n, H, T, T) probabilities: the logits minus their log-sum-exp
             do = dout[b0:b1].contiguous()  # dout may be strided: copy one chunk only
             delta = (do * out[b0:b1]).sum(dim=3, keepdim=True)  # (n, H, T, 1)
             pf, do = p.view(bh, t, t), do.view(bh, t, d)
@@ -195,13 +201,14 @@ class _BucketAttention(torch.autograd.Function):
 
 
 def _chunk_logits(
-    q: torch.Tensor, k: torch.Tensor, terms: _Terms, b0: int, b1: int, scale: float
+    q: torch.Tensor, k: torch.Tensor, terms: _Terms, b0: int, b1: int, scale: float,
+    shift: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(n, H, T, T) logits of batch items b0:b1: the gathered bias, then += scale * q k^T in
-    place (one buffer per chunk)."""
+    """(n, H, T, T) logits of batch items b0:b1 (minus ``shift`` along each row): the gathered
+    bias, then += scale * q k^T in place (one buffer per chunk)."""
     _, h, t, d = q.shape
     bh = (b1 - b0) * h
-    logits = terms.chunk_bias(b0, b1, h).contiguous()
+    logits = terms.chunk_bias(b0, b1, h, shift).contiguous()
     logits.view(bh, t, t).baddbmm_(
         q[b0:b1].reshape(bh, t, d), k[b0:b1].reshape(bh, t, d).transpose(1, 2), alpha=scale
     )
@@ -218,7 +225,7 @@ def explicit_bias(terms: list[BucketTerm]) -> torch.Tensor:
     return flat.chunk_bias(0, b, h)
 
 
-def chunk_size(batch: int, tokens: int, rows: int = 32) -> int:
+def chunk_size(batch: int, tokens: int, rows: int = 16) -> int:
     """Batch items per chunk: as many as keep a chunk's (n, H, T, T) buffers within the size of
     (B, H, rows, T), at least one, split into equal chunks."""
     n = max(1, batch * rows // tokens)

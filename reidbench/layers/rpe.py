@@ -10,8 +10,9 @@ s q_i . a^K_ij, with s = head_dim**-0.5 the attention scale (the same scale as t
 With ``on_values`` the output gains sum_j attn_ij a^V_ij from a second pair of tables. Every pair
 involving a prefix (CLS) token uses one extra learned row of each table instead.
 
-The (T, T, d) encodings are never built: q @ table^T gives (B, H, T, 2k + 2) per axis, gathered
-by the (T, T) clipped-offset index; on values, the probabilities are scatter-added into
+The (T, T, d) encodings are never built: q @ W, with W the (2k + 2)^2 sums of a row and a
+column embedding, gives (B, H, T, (2k + 2)^2), gathered by the (T, T) index of each pair's
+clipped (row, column) offsets; on values, the probabilities are scatter-added into
 (B, H, T, 2k + 2) buckets and then multiplied by the table.
 """
 
@@ -44,6 +45,12 @@ def _axis_ids(
         ids[prefix:, prefix:] = offsets[..., axis].clamp(-max_distance, max_distance) + max_distance
         out.append(ids.to(device))
     return out[0], out[1]
+
+
+@lru_cache(maxsize=64)
+def _pair_ids(rows: torch.Tensor, cols: torch.Tensor, size: int) -> torch.Tensor:
+    """(T, T) product index rows * size + cols of the (row, column) table pair (do not modify)."""
+    return rows * size + cols
 
 
 def scatter_pairs(attn: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
@@ -104,14 +111,17 @@ class ShawRPE(RelativePosition):
     def bucket_terms(
         self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
     ) -> list[BucketTerm]:
-        """The key term s q_i . a^K_ij as two bucket tables, one per axis: (s q) @ table^T gives
-        (B, H, T, 2k + 2), gathered with the clipped row / column offset of each pair."""
+        """The key term s q_i . a^K_ij as one bucket table over (row, column) offset pairs:
+        (s q) @ W gives (B, H, T, (2k + 2)^2) with W[:, r * (2k + 2) + c] = rows^K[r] + cols^K[c],
+        gathered with each pair's product index. One gather (and one scatter in backward)
+        instead of one per axis; W's gradient reaches both tables through autograd."""
         check_tokens(q, ctx, "ShawRPE")
         rows, cols = self.axis_ids(ctx, q.device)
-        # linear terms: the (B, H, T, 2k + 2) tables q @ (s table)^T are recomputed per chunk
-        w_r = (self.key_rows.to(q.dtype) * self.scale).transpose(-2, -1)  # (H|1, d, 2k + 2)
-        w_c = (self.key_cols.to(q.dtype) * self.scale).transpose(-2, -1)
-        return [BucketTerm(rows, x=q, weight=w_r), BucketTerm(cols, x=q, weight=w_c)]
+        pair = _pair_ids(rows, cols, self.size)
+        w = self.key_rows.unsqueeze(2) + self.key_cols.unsqueeze(1)  # (H|1, 2k+2, 2k+2, d)
+        w = (w.to(q.dtype) * self.scale).flatten(1, 2).transpose(-2, -1)  # (H|1, d, (2k+2)^2)
+        # a linear term: the (B, H, T, (2k + 2)^2) table q @ W is recomputed per chunk
+        return [BucketTerm(pair, x=q, weight=w)]
 
     def logits_bias(
         self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
