@@ -249,7 +249,7 @@ def test_markdown_report_answers_the_question() -> None:
     # scale: 0.850 - 0.625 = +0.225 in score; mean perturbed mAP 0.425 - 0.5 = -0.075
     assert "| scale | 0.850 | +0.225 (-0.075) | 1 of 1 (APE); 1 beyond noise |" in md
     assert "| kpnoise | 0.700 | -0.300 (-0.450) | 0 of 1; degrades more than APE beyond noise |" in md
-    assert "under 1 of 2 perturbations" in md
+    assert "under 1 of 2 perturbations, and beyond the evaluation noise under 1." in md
     assert "![metrics vs severity, one panel per perturbation](r.png)" in md
 
 
