@@ -19,6 +19,17 @@ def reference(q, k, v, terms, scale):  # type: ignore[no-untyped-def]
     return torch.softmax(q @ k.transpose(2, 3) * scale + bias, dim=-1) @ v
 
 
+def assert_matches_reference(q, k, v, terms, params, chunk) -> None:  # type: ignore[no-untyped-def]
+    """Output and the gradients of q, k, v and ``params`` (of out.sum()) equal the explicit ones."""
+    out = bucket_attention(q, k, v, terms, 0.5, chunk)
+    ref = reference(q, k, v, terms, 0.5)
+    torch.testing.assert_close(out, ref)
+    got = torch.autograd.grad(out.sum(), [q, k, v, *params])
+    want = torch.autograd.grad(ref.sum(), [q, k, v, *params])
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e)
+
+
 @pytest.mark.parametrize("lut_shape", ["full", "batch-shared", "head-and-batch-shared"])
 @pytest.mark.parametrize("chunk", [1, 2, None])
 def test_matches_explicit_attention_and_gradients(lut_shape: str, chunk: int | None) -> None:
@@ -113,13 +124,7 @@ def test_linear_term_on_the_queries_themselves() -> None:
                for _ in range(3))
     w = torch.randn(1, d, nb, generator=g, dtype=torch.float64, requires_grad=True)
     terms = [BucketTerm(torch.randint(nb, (t, t), generator=g), x=q, weight=w)]
-    out = bucket_attention(q, k, v, terms, 0.5, 4)
-    ref = reference(q, k, v, terms, 0.5)
-    torch.testing.assert_close(out, ref)
-    got = torch.autograd.grad(out.sum(), [q, k, v, w])
-    want = torch.autograd.grad(ref.sum(), [q, k, v, w])
-    for a, e in zip(got, want):
-        torch.testing.assert_close(a, e)
+    assert_matches_reference(q, k, v, terms, [w], 4)
 
 
 @pytest.mark.parametrize("batch,tokens,rows,want", [
@@ -143,10 +148,4 @@ def test_only_transposed_terms() -> None:
                for _ in range(3))
     lut = torch.randn(b, h, t, nb, generator=g, dtype=torch.float64, requires_grad=True)
     terms = [BucketTerm(torch.randint(nb, (t, t), generator=g), lut=lut, transposed=True)]
-    out = bucket_attention(q, k, v, terms, 0.5, 1)
-    ref = reference(q, k, v, terms, 0.5)
-    torch.testing.assert_close(out, ref)
-    got = torch.autograd.grad(out.sum(), [q, k, v, lut])
-    want = torch.autograd.grad(ref.sum(), [q, k, v, lut])
-    for a, e in zip(got, want):
-        torch.testing.assert_close(a, e)
+    assert_matches_reference(q, k, v, terms, [lut], 1)
