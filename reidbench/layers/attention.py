@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidbench.layers.bucket_attention import chunk_size, packed_bucket_attention
+from reidbench.layers.bucket_attention import CHUNK_ROWS, chunk_size, packed_bucket_attention
 from reidbench.layers.position import AttentionContext, RelativePosition
 
 
@@ -33,9 +33,8 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rel_pos = rel_pos
         # bucket attention works on chunks of the batch whose (n, H, T, T) buffers hold at most
-        # as much as (B, H, chunk_rows, T): a quarter of a (B, H, T, 64) q, k or v at 16 rows (measured
-        # in benchmarks/attention.py)
-        self.chunk_rows = 16
+        # as much as (B, H, chunk_rows, T) (``bucket_attention.chunk_size``)
+        self.chunk_rows = CHUNK_ROWS
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, t, c = x.shape

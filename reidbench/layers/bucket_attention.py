@@ -9,9 +9,10 @@ Every relative encoding here has this form. For query i and key j the bias is
 
 with ``lut_t`` a (B|1, H|1, T, nb) table and ``ids_t`` a (T, T) bucket index: iRPE bias mode
 (the table broadcast over queries), iRPE contextual mode ((q * scale) @ W), KP-RPE (a table per
-patch from its keypoint offsets) and Shaw RPE (one term per axis). A term whose table is linear
-in small per-token features, ``lut = x @ weight``, can be given as (x, weight): its table is then
-recomputed chunk by chunk and never stored, and its gradient goes straight to x and weight.
+patch from its keypoint offsets) and Shaw RPE (one table over (row, column) offset pairs). A
+term whose table is linear in small per-token features, ``lut = x @ weight``, can be given as
+(x, weight): its table is then recomputed chunk by chunk and never stored, and its gradient goes
+straight to x and weight.
 
 Forward keeps q, k, v, the output, the row log-sum-exp and the terms' inputs; backward
 recomputes each chunk's probabilities (as flash attention does) and scatters the bias gradient
@@ -225,7 +226,11 @@ def explicit_bias(terms: list[BucketTerm]) -> torch.Tensor:
     return flat.chunk_bias(0, b, h)
 
 
-def chunk_size(batch: int, tokens: int, rows: int = 16) -> int:
+# default chunk budget in query rows: as fast as 32 on CPU, less memory (benchmarks/attention.py)
+CHUNK_ROWS = 16
+
+
+def chunk_size(batch: int, tokens: int, rows: int = CHUNK_ROWS) -> int:
     """Batch items per chunk: as many as keep a chunk's (n, H, T, T) buffers within the size of
     (B, H, rows, T), at least one, split into equal chunks."""
     n = max(1, batch * rows // tokens)

@@ -48,9 +48,12 @@ def _axis_ids(
 
 
 @lru_cache(maxsize=64)
-def _pair_ids(rows: torch.Tensor, cols: torch.Tensor, size: int) -> torch.Tensor:
-    """(T, T) product index rows * size + cols of the (row, column) table pair (do not modify)."""
-    return rows * size + cols
+def _pair_ids(
+    grid: tuple[int, int], prefix: int, max_distance: int, device: torch.device
+) -> torch.Tensor:
+    """(T, T) index rows * (2k + 2) + cols into the (row, column) pair table (do not modify)."""
+    rows, cols = _axis_ids(grid, prefix, max_distance, device)
+    return rows * (2 * max_distance + 2) + cols
 
 
 def scatter_pairs(attn: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
@@ -116,8 +119,7 @@ class ShawRPE(RelativePosition):
         gathered with each pair's product index. One gather (and one scatter in backward)
         instead of one per axis; W's gradient reaches both tables through autograd."""
         check_tokens(q, ctx, "ShawRPE")
-        rows, cols = self.axis_ids(ctx, q.device)
-        pair = _pair_ids(rows, cols, self.size)
+        pair = _pair_ids(tuple(ctx.grid), ctx.num_prefix_tokens, self.max_distance, q.device)
         w = self.key_rows.unsqueeze(2) + self.key_cols.unsqueeze(1)  # (H|1, 2k+2, 2k+2, d)
         w = (w.to(q.dtype) * self.scale).flatten(1, 2).transpose(-2, -1)  # (H|1, d, (2k+2)^2)
         # a linear term: the (B, H, T, (2k + 2)^2) table q @ W is recomputed per chunk
