@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -87,19 +88,35 @@ def build_parser() -> Parser:
                                           "(default: synthetic-reid)")
     models.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set model.size=small")
-    lb = sub.add_parser("leaderboard", help="rebuild results/leaderboard.csv from run records")
-    lb.add_argument("--runs", type=Path, default=Path("results/runs"))
-    lb.add_argument("--out", type=Path, default=Path("results/leaderboard.csv"))
+    lb = sub.add_parser(
+        "leaderboard", help="rebuild results/leaderboard.csv from run records",
+        description="Rebuild the leaderboard CSV and its markdown copy (same name, .md) from the "
+                    "complete run records under --runs. Nothing is written when --runs does not "
+                    "exist or yields no readable complete run, and an existing file there that is "
+                    "not a leaderboard is never replaced; a malformed record is skipped with a "
+                    "warning naming the run and the problem.")
+    lb.add_argument("--runs", type=Path, default=Path("results/runs"),
+                    help="run records folder (default: results/runs)")
+    lb.add_argument("--out", type=Path, default=Path("results/leaderboard.csv"),
+                    help="the CSV to write, a name ending in .csv (default: "
+                         "results/leaderboard.csv); the markdown copy goes beside it as .md")
     add_robustness_parsers(sub)
     return parser
 
 
 def cmd_run(args: argparse.Namespace, progress: bool) -> int:
-    from reidbench.config import cli_flags, deep_merge, parse_override, resolve_config
+    import shlex
+
+    from reidbench.config import cli_flags, resolve_config
     from reidbench.datasets.catalog import dataset_builder
-    from reidbench.engine.run import find_resume_dir, resume_config, run_experiment
+    from reidbench.engine.run import (
+        RunInterrupted,
+        find_resume_dir,
+        resume_config,
+        resume_request,
+        run_experiment,
+    )
     from reidbench.registry import MODELS
-    from reidbench.reporting.records import new_run_id, unique_run_dir
 
     flags = cli_flags(args.data_root, args.epochs, args.batch_size, args.device, args.seed)
     if args.output is not None:
@@ -108,21 +125,25 @@ def cmd_run(args: argparse.Namespace, progress: bool) -> int:
     MODELS.get(cfg.model.name)
     dataset_builder(cfg.data.name)
     resume = args.resume is not None
+    run_dir = None
     if resume:
         run_dir = find_resume_dir(cfg, args.resume or None)
-        explicit: dict[str, Any] = flags
-        for text in args.overrides:
-            explicit = deep_merge(explicit, parse_override(text))
-        cfg = resume_config(run_dir, explicit)
-    else:
-        run_dir = unique_run_dir(Path(cfg.output), new_run_id(cfg))
+        cfg = resume_config(run_dir, resume_request(args.model, args.dataset, args.config, flags,
+                                                    args.overrides))
     try:
         run_dir, metrics = run_experiment(cfg, run_dir, resume=resume, progress=progress)
+    except RunInterrupted as stop:
+        if stop.resumable:
+            sys.stderr.write("reidbench: interrupted; continue from the last checkpoint with: "
+                             f"reidbench run --resume {shlex.quote(str(stop.run_dir))}\n")
+        else:
+            what = (f"the run folder {stop.run_dir} was removed" if stop.removed else
+                    f"{stop.run_dir} was kept: it holds files this run did not write")
+            sys.stderr.write("reidbench: interrupted before the first epoch finished: nothing "
+                             f"was saved ({what}); start the run again with the same command\n")
+        return 130
     except KeyboardInterrupt:
-        sys.stderr.write(
-            f"reidbench: interrupted; continue from the last checkpoint with: "
-            f"reidbench run --resume {run_dir}\n"
-        )
+        sys.stderr.write("reidbench: interrupted before the run started; nothing was written\n")
         return 130
     log.info("%s", summary_line(metrics))
     log.info("run record: %s", run_dir)
@@ -169,13 +190,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from reidbench.evaluation.features_file import PairFeatures, load_features
-    from reidbench.evaluation.verification import pair_scores
+    from reidbench.evaluation.verification import pair_scores, tar_rows
     from reidbench.metrics.rank import evaluate_ranking_features
+    from reidbench.metrics.validate import check_metrics
     from reidbench.metrics.verification import verification_metrics
     from reidbench.reporting.io import atomic_write_json
 
     if args.max_rank < 1:
         raise ConfigError(f"--max-rank must be >= 1, got {args.max_rank}")
+    if args.json is not None and args.json.is_dir():  # refused before computing anything
+        raise ConfigError(f"--json {args.json} is a directory; give a file name, e.g. "
+                          f"{args.json / 'metrics.json'}")
     if args.run is not None:
         return _evaluate_run(args)
     if args.dataset or args.data_root or args.device:
@@ -192,7 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                    **verification_metrics(pair_scores(feats, pairs), data.labels, data.folds)}
         rows = [("accuracy", metrics["accuracy"]), ("accuracy_std", metrics["accuracy_std"]),
                 ("auc", metrics["auc"]), ("eer", metrics["eer"])]
-        rows += [(f"TAR@FAR={k}", v) for k, v in metrics["tar_at_far"].items()]
+        rows += tar_rows(metrics)
     elif args.rerank:
         from reidbench.retrieval.rerank import RerankParams, evaluate_reranked
 
@@ -206,15 +231,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = {"task": "reid", "metric": args.metric, "rerank": rerank, **result.as_dict()}
         rows = _rank_rows(metrics)
     elif args.topk is not None or args.index != "flat":
-        from reidbench.metrics.rank import evaluate_topk
-        from reidbench.retrieval import build_index
+        from reidbench.retrieval.topk import evaluate_index_topk
 
         k = args.topk or args.max_rank
         if k < 1:
             raise ConfigError(f"--topk must be >= 1, got {k}")
-        _, ids = build_index(data.gallery, args.metric, args.index).search(data.query, k)
-        top = evaluate_topk(ids, data.query_pids, data.gallery_pids, data.query_camids,
-                            data.gallery_camids)
+        top = evaluate_index_topk(data.query, data.gallery, data.query_pids, data.gallery_pids,
+                                  data.query_camids, data.gallery_camids, k=k,
+                                  metric=args.metric, kind=args.index)
         metrics = {"task": "reid", "metric": args.metric, "index": args.index, **top.as_dict()}
         sys.stdout.write(f"metrics truncated at k={top.k} ({args.index} index): positives below "
                          "rank k count as missed\n")
@@ -230,6 +254,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
         metrics = {"task": "reid", "metric": args.metric, **result.as_dict()}
         rows = _rank_rows(metrics)
+    check_metrics(metrics, f"metrics of {args.features}")
     for name, value in rows:
         text = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
         sys.stdout.write(f"{name:18s} {text}\n")
@@ -241,11 +266,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_run(args: argparse.Namespace) -> int:
     from reidbench.engine.bench import find_run
     from reidbench.engine.run import evaluate_run
+    from reidbench.evaluation.verification import tar_rows
+    from reidbench.metrics.validate import check_metrics
     from reidbench.reporting.io import atomic_write_json
 
     progress = not args.quiet and sys.stderr.isatty()
     metrics = evaluate_run(find_run(args.runs, args.run), args.dataset, args.data_root, args.device,
                            progress)
+    check_metrics(metrics, f"metrics of run {args.run}")
     keys = ("mAP", "mINP", "rank1", "accuracy", "accuracy_std", "auc", "eer", "num_pairs",
             "num_templates", "num_valid_queries", "eval_seconds")
     sys.stdout.write(f"{metrics['model']} ({metrics['run_id']}) on {metrics['dataset']}\n")
@@ -254,8 +282,8 @@ def _evaluate_run(args: argparse.Namespace) -> int:
             value = metrics[key]
             text = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
             sys.stdout.write(f"{key:18s} {text}\n")
-    for far, tar in (metrics.get("tar_at_far") or {}).items():
-        sys.stdout.write(f"{'TAR@FAR=' + str(far):18s} {'n/a' if tar is None else f'{tar:.4f}'}\n")
+    for name, tar in tar_rows(metrics):
+        sys.stdout.write(f"{name:18s} {'n/a' if tar is None else f'{tar:.4f}'}\n")
     if args.json:
         atomic_write_json(args.json, metrics)
     return 0
@@ -274,6 +302,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     rows, skipped = rebuild_leaderboard(args.runs, args.out)
     log.info("wrote %s and %s: %d runs (%d skipped)", args.out, args.out.with_suffix(".md"),
              len(rows), len(skipped))
+    if skipped:
+        log.warning("%d malformed run record(s) skipped (named above)", len(skipped))
     return 0
 
 
@@ -302,6 +332,26 @@ def main(argv: list[str] | None = None) -> int:
     except ReidbenchError as exc:
         sys.stderr.write(f"reidbench: error: {exc}\n")
         return 2
+    except OSError as exc:  # last resort: the file system refused (permissions, full disk, ...)
+        log.debug("operating-system error", exc_info=True)  # -v shows where
+        sys.stderr.write(f"reidbench: error: {os_error_line(exc)}\n")
+        return 2
+
+
+# errors of writing rather than of finding or opening a path
+WRITE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG")
+                         if hasattr(errno, name))
+
+
+def os_error_line(exc: OSError) -> str:
+    """``<what> <path>: <strerror>`` for an operating-system error that escaped a command (a
+    permission error, a full disk, a directory where a file was expected, ...)."""
+    what = "cannot write" if exc.errno in WRITE_ERRNOS else "cannot access"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return f"{what} a file: {reason}".replace("\n", " ")
+    path = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{what} {path}: {reason}".replace("\n", " ")
 
 
 if __name__ == "__main__":

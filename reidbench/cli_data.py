@@ -89,7 +89,10 @@ def _synth(args: argparse.Namespace) -> int:
         if args.name != "synthetic-faces":
             raise ConfigError("--train-ids applies to synthetic-faces only")
         kwargs["num_train_ids"] = args.train_ids
-    manifest = generate(args.root, **kwargs)
+    from reidbench.datasets.textio import os_errors
+
+    with os_errors(f"data synth {args.name}"):
+        manifest = generate(args.root, **kwargs)
     log.info("wrote %s to %s: %s", args.name, args.root, manifest.get("counts"))
     return 0
 

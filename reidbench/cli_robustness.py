@@ -36,7 +36,12 @@ def add_robustness_parsers(sub: Any) -> None:
                     "--dataset and the model), or, with neither, the newest complete run of "
                     "each --model on --dataset under --runs that was trained without "
                     "data.aug_affine and still has its checkpoint.pt. Writes "
-                    "<out>/<id>.csv, .md, .png, -examples.png and .json.")
+                    "<out>/<id>.csv, .md, .png, -examples.png, -per-sample.npz and .json. "
+                    "An existing report of that id (e.g. a committed one under "
+                    "results/robustness) is never replaced: the command stops before "
+                    "evaluating anything unless --overwrite is given; pick a new --id or --out "
+                    "for your own sweep. (`reidbench bench` differs: it trains its own runs and "
+                    "regenerates its own report in <output>/robustness.)")
     p.add_argument("--model", help="model name(s), comma-separated, e.g. ape,kprpe")
     p.add_argument("--dataset", help="dataset name (must match the runs' dataset)")
     p.add_argument("--run", help="run id(s) or folder(s), comma-separated, one per --model")
@@ -52,7 +57,10 @@ def add_robustness_parsers(sub: Any) -> None:
                    help="config override for --checkpoint files without a config.yaml")
     p.add_argument("--out", type=Path, default=Path("results/robustness"),
                    help="report folder (default: results/robustness)")
-    p.add_argument("--id", help="report name (default: <dataset>-<side>)")
+    p.add_argument("--id", help="report name, a plain file name stem (default: <dataset>-<side>, "
+                                "the name of the committed reports)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing report of this --id in --out (default: refuse)")
     p.add_argument("--report", type=Path, metavar="CSV",
                    help="only re-render the markdown and plot of an existing robustness CSV")
 
@@ -62,7 +70,10 @@ def add_robustness_parsers(sub: Any) -> None:
         description="For each dataset: `reidbench run` for every model (records in "
                     "<output>/runs), then `reidbench robustness` on those runs "
                     "(<output>/robustness/<dataset>-<side>.*), then `reidbench leaderboard` "
-                    "(<output>/leaderboard.csv).")
+                    "(<output>/leaderboard.csv, from every run in <output>/runs). The report is "
+                    "regenerated from the runs just trained and replaces <dataset>-<side>.* in "
+                    "<output>/robustness: that is how the committed reports were made; use "
+                    "another --output to keep them.")
     b.add_argument("--dataset", default="synthetic-reid",
                    help="dataset name(s), comma-separated (default: synthetic-reid)")
     b.add_argument("--models", default="ape,rpe,irpe,kprpe",
@@ -115,7 +126,7 @@ def cmd_robustness(args: argparse.Namespace, progress: bool, argv: list[str]) ->
     )
     result = sweep_models(sources, spec, args.out, report_id=args.id, data_root=args.data_root,
                           device=args.device, batch_size=args.batch_size, command=_command(argv),
-                          progress=progress)
+                          progress=progress, overwrite=args.overwrite)
     _log_scores(result.rows)
     return 0
 

@@ -1,8 +1,10 @@
 """Frozen run configuration, filled from layered YAML files and ``--set a.b=v`` overrides.
 
 Layers, later wins: dataclass defaults < ``configs/base.yaml`` < ``configs/datasets/<dataset>.yaml``
-< ``configs/models/<model>.yaml`` < ``--config FILE.yaml`` < CLI flags < ``--set``. Only
-``build_*`` functions read a config; components take explicit arguments.
+< ``configs/models/<model>.yaml`` < ``--config FILE.yaml`` < CLI flags < ``--set``. An empty
+section in a layer (``train:`` with nothing under it) changes nothing. Every RunConfig is
+validated as a whole when it is made (``reidbench/config_rules.py``). Only ``build_*`` functions
+read a config; components take explicit arguments.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from reidbench.config_rules import SIZE_NAMES, validate
 from reidbench.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -133,12 +136,18 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """Everything a run needs. Validated as a whole on construction (``validate``), so a config
+    that cannot train, or cannot be evaluated at the end, never exists."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: str = "results/runs"  # folder that receives <run-id>/
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -154,8 +163,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, section by section. An empty section in ``update`` (``train:``
+    with nothing under it, YAML null) changes nothing: it never drops the section below it. A
+    null leaf (``grad_clip: null``) is a value like any other."""
     out = dict(base)
     for key, value in update.items():
+        if isinstance(out.get(key), dict) and value is None:
+            continue
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:
@@ -164,10 +178,24 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a UTF-8 YAML file; ConfigError (one line) for anything else."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; expected a YAML file")
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise ConfigError(f"config file {path} {what}")
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}, line {line}); "
+                          "save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
     if data is None:
@@ -201,10 +229,13 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)
     if unknown:
+        hint = ""
+        if isinstance(unknown[0], bool):  # YAML 1.1 reads unquoted on/off/yes/no keys as booleans
+            hint = ' (YAML reads an unquoted on, off, yes or no key as a boolean: quote it, e.g. "on": k)'
         raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]}; valid keys here: "
+            f"unknown config key {prefix}{unknown[0]}{hint}; valid keys here: "
             + ", ".join(prefix + n for n in names)
         )
     kwargs = {}
@@ -257,8 +288,9 @@ def resolve_config(
     flags: dict[str, Any] | None = None, overrides: list[str] | None = None,
     config_dir: Path = CONFIG_DIR,
 ) -> RunConfig:
-    """Merge every layer into one RunConfig (see the module docstring for the order)."""
-    merged: dict[str, Any] = {}
+    """Merge every layer into one RunConfig (see the module docstring for the order), validated
+    as a whole (``config_rules.validate``)."""
+    merged: dict[str, Any] = to_dict(RunConfig())  # the defaults: every section exists below the files
     if (config_dir / "base.yaml").is_file():
         merged = deep_merge(merged, load_yaml(config_dir / "base.yaml"))
     user = load_yaml(config_file) if config_file else {}
@@ -284,9 +316,6 @@ def resolve_config(
     return from_dict(RunConfig, merged)
 
 
-SIZE_NAMES = ("nano", "tiny", "small", "base")
-
-
 def split_size_suffix(name: str) -> tuple[str, str | None]:
     """``"kprpe_small"`` -> ``("kprpe", "small")``; names without a size suffix are unchanged."""
     base, _, suffix = name.rpartition("_")
@@ -303,8 +332,9 @@ def _preset_name(dataset: str) -> str:
     return dataset.split(":", 1)[0]
 
 
-def save_config(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+def config_text(cfg: RunConfig) -> str:
+    """The YAML of a resolved config, as saved beside every result."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 def cli_flags(

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reidbench.config import RunConfig, from_dict, parse_override, resolve_config, save_config, to_dict
+from reidbench.config import RunConfig, from_dict, parse_override, resolve_config, to_dict
 from reidbench.errors import ConfigError
+from reidbench.reporting.records import write_run_config
 
 
 def test_presets_apply_in_order(tmp_path: Path) -> None:
@@ -54,7 +55,7 @@ def test_parse_override_nests() -> None:
 
 def test_saved_config_round_trips(tmp_path: Path) -> None:
     cfg = resolve_config(overrides=["train.epochs=2"])
-    save_config(cfg, tmp_path / "c.yaml")
+    write_run_config(cfg, tmp_path / "c.yaml")
     assert from_dict(RunConfig, yaml.safe_load((tmp_path / "c.yaml").read_text())) == cfg
     assert to_dict(cfg)["train"]["epochs"] == 2
 

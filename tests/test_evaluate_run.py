@@ -11,13 +11,14 @@ import torch
 from test_ijb import PAIRS, ijb_tree
 
 from reidbench import cli
-from reidbench.config import resolve_config, save_config
+from reidbench.config import resolve_config
 from reidbench.data.loader import ImageDataset
 from reidbench.datasets.catalog import build_dataset
 from reidbench.datasets.ijb import evaluate_templates
 from reidbench.engine.trainer import eval_transform
 from reidbench.evaluation.reid import extract_features
 from reidbench.models import build_model
+from reidbench.reporting.records import write_run_config
 
 
 def recorded_run(root: Path) -> tuple[Path, torch.nn.Module]:
@@ -25,7 +26,7 @@ def recorded_run(root: Path) -> tuple[Path, torch.nn.Module]:
     cfg = resolve_config("synthetic-faces", "kprpe", overrides=["model.depth=1"])
     run = root / "20261121-000000-kprpe-synthetic-faces-s0"
     run.mkdir(parents=True)
-    save_config(cfg, run / "config.yaml")
+    write_run_config(cfg, run / "config.yaml")
     torch.manual_seed(0)
     model = build_model(cfg.model, (cfg.data.height, cfg.data.width), 5)
     with torch.no_grad():  # non-zero keypoint weights, so the keypoints matter

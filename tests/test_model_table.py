@@ -55,3 +55,43 @@ def test_format_table_is_aligned() -> None:
     assert lines[2].split() == ["ape", "1,234,567", "1,234,000", "0.500", "128"]
     assert lines[3].split() == ["resnet50", "12", "12", "12.346", "2048"]
     assert lines[2].index("ape") == lines[3].index("resnet50") == 0
+
+
+class _Sdpa(torch.nn.Module):
+    def __init__(self, mask: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.mask = mask
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("dv", [4, 6])
+def test_attention_is_counted(masked: bool, dv: int) -> None:
+    # softmax(q k^T) v with B=2, H=3, Tq=5, Tk=7, d=4: q k^T is 2*3*5*7 dot products of length
+    # 4, the product with v 2*3*5*dv of length 7, 2 FLOPs per multiply-add. Whatever kernel
+    # the installed torch picks: torch 2.14 runs dv == d in a fused CPU kernel its FLOP table
+    # did not know (0 FLOPs), dv != d as plain matmuls (counted)
+    q, k, v = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 7, 4), torch.randn(2, 3, 7, dv)
+    mask = torch.randn(5, 7) if masked else None
+    assert count_flops(_Sdpa(mask), q, k, v) == 2 * (2 * 3 * 5 * 7 * 4 + 2 * 3 * 5 * dv * 7)
+
+
+class _InPlace(torch.nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor, m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(2, 5, 7).baddbmm_(a, b)  # the bucket attention's q k^T onto its bias
+        return out.sum() + torch.zeros(5, 7).addmm_(m, n).sum()
+
+
+def test_inplace_matmuls_are_counted() -> None:
+    a, b = torch.randn(2, 5, 4), torch.randn(2, 4, 7)
+    m, n = torch.randn(5, 3), torch.randn(3, 7)
+    assert count_flops(_InPlace(), a, b, m, n) == 2 * 2 * 5 * 4 * 7 + 2 * 5 * 3 * 7
+
+
+def test_relative_vits_cost_at_least_ape() -> None:
+    # the same blocks plus a relative term: never fewer FLOPs than APE (irpe, kprpe and rpe run
+    # q k^T as an in-place matmul onto the bias, which torch 2.14's table did not count)
+    rows = {r["name"]: r["gflops"] for r in model_rows(["ape", "rpe", "irpe", "kprpe"], (128, 64), 5, TINY)}
+    assert all(rows[name] > rows["ape"] for name in ("rpe", "irpe", "kprpe")), rows

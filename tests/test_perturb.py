@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_perturb_distribution import LEVELS
 
 from reidbench.config import RunConfig, from_dict
 from reidbench.data import geometry as G
@@ -275,41 +276,78 @@ def test_same_seed_same_perturbed_batch_in_any_order(tmp_path) -> None:
 # ----------------------------------------------------------------- training augmentation
 
 
-def test_training_affine_moves_keypoints_with_the_image_and_swaps_on_flip(tmp_path) -> None:
+def channel_centroid(image: torch.Tensor, channel: int) -> np.ndarray | None:
+    """Intensity centroid (continuous pixel frame) of one channel of a (3, H, W) image, or None
+    when nothing of it is visible."""
+    v = image[channel].numpy()
+    ys, xs = np.nonzero(v > 0.25)
+    if len(xs) == 0:
+        return None
+    w = v[ys, xs]
+    return np.array([np.average(xs, weights=w), np.average(ys, weights=w)]) + 0.5
+
+
+def test_training_affine_moves_keypoints_with_the_image_and_swaps_on_flip() -> None:
+    """Two keypoints drawn as a red and a green dot: after the training transform (random
+    similarity, flip with a left/right swap) each dot lies where its keypoint says, whichever
+    way the coin fell; under a flip the red dot's keypoint is listed second."""
     h, w = 128, 64
-    for seed in range(12):
-        x, y = 16 + seed, 40 + 3 * seed
+    flips, checked = set(), 0
+    for seed in range(16):
         img = np.zeros((h, w, 3), np.uint8)
-        img[y - 2:y + 3, x - 2:x + 3] = 255
-        kps = np.array([[(x + 0.5) / w, (y + 0.5) / h], [0.9, 0.1]], np.float32)
+        dots = [(16 + seed, 40 + 3 * seed), (44 - seed, 90 - 2 * seed)]
+        for channel, (x, y) in enumerate(dots):
+            img[y - 2:y + 3, x - 2:x + 3, channel] = 255
+        kps = np.array([[(x + 0.5) / w, (y + 0.5) / h] for x, y in dots], np.float32)
         tf = Transform(h, w, (0.0,) * 3, (1.0,) * 3, train=True, flip_prob=0.5,
                        flip_perm=(1, 0), affine=P.affine_range(3))
         out, moved = tf(img, kps, np.random.default_rng(seed))
-        rng = np.random.default_rng(seed)
-        flipped = rng.random() < 0.5
-        dot = moved[1] if flipped else moved[0]  # the flip swaps the two keypoints
-        kp = dot * np.array([w, h])
-        if 3 < kp[0] < w - 3 and 3 < kp[1] < h - 3:
-            np.testing.assert_allclose(dot_centroid(out), kp, atol=0.4)
+        moved = moved * np.array([w, h])
+        red, green = channel_centroid(out, 0), channel_centroid(out, 1)
+        inside = all(3 < v[0] < w - 3 and 3 < v[1] < h - 3 for v in moved)
+        if red is None or green is None or not inside:
+            continue
+        flipped = bool(np.linalg.norm(red - moved[1]) < np.linalg.norm(red - moved[0]))
+        np.testing.assert_allclose(red, moved[1 if flipped else 0], atol=0.4)
+        np.testing.assert_allclose(green, moved[0 if flipped else 1], atol=0.4)
+        flips.add(flipped)
+        checked += 1
+    assert checked >= 8 and flips == {True, False}
 
 
-def test_training_affine_off_draws_exactly_as_before() -> None:
+def test_training_affine_option_leaves_the_flip_and_pad_draws_alone() -> None:
+    """A zero-range similarity (still drawn) gives the keypoints of the recipe without it: adding
+    the option does not change which images are flipped or how far they are shifted."""
     img = np.random.default_rng(0).integers(0, 255, (128, 64, 3), dtype=np.uint8)
     kps = np.random.default_rng(1).random((10, 2)).astype(np.float32)
-    base = Transform(128, 64, (0.5,) * 3, (0.5,) * 3, train=True, pad=8, erase_prob=0.5)
-    # the transform as it was before `affine` existed: flip, pad, then erasing
-    rng = np.random.default_rng(5)
-    m = G.resize((128, 64), (128, 64))
-    if rng.random() < 0.5:
-        m = G.hflip(64) @ m
-    tx, ty = rng.integers(-8, 9, size=2)
-    m = G.translation(float(tx), float(ty)) @ m
-    a, ka = base(img, kps, np.random.default_rng(5))
-    np.testing.assert_allclose(ka, G.transform_keypoints(kps, m, (128, 64), (128, 64)), atol=1e-6)
-    aug = Transform(128, 64, (0.5,) * 3, (0.5,) * 3, train=True, pad=8, erase_prob=0.5,
-                    affine=P.affine_range(2))
-    b, kb = aug(img, kps, np.random.default_rng(5))
-    assert not np.allclose(ka, kb)
+    kw = dict(train=True, pad=8, erase_prob=0.5, flip_perm=tuple(range(9, -1, -1)))
+    base = Transform(128, 64, (0.5,) * 3, (0.5,) * 3, **kw)  # type: ignore[arg-type]
+    zero = Transform(128, 64, (0.5,) * 3, (0.5,) * 3, affine=(0.0, 0.0, 0.0), **kw)  # type: ignore[arg-type]
+    some = Transform(128, 64, (0.5,) * 3, (0.5,) * 3, affine=P.affine_range(2), **kw)  # type: ignore[arg-type]
+    for seed in range(10):
+        _, ka = base(img, kps, np.random.default_rng(seed))
+        _, kz = zero(img, kps, np.random.default_rng(seed))
+        _, ks = some(img, kps, np.random.default_rng(seed))
+        np.testing.assert_allclose(kz, ka, atol=1e-6)
+        assert not np.allclose(ks, ka)
+
+
+# (flipped, tx, ty) of the default recipe's training transform (pad 8, flip 0.5, erasing 0.5) for
+# np.random.default_rng(seed), seeds 0..5. Recorded runs (results/runs) are reproducible to the
+# last digit only while the augmentation stream stays the same: this pins it by its effect.
+DEFAULT_RECIPE_DRAWS = [(False, 0, -4), (False, 4, 8), (True, -7, -3), (True, -5, -4), (False, 6, 0),
+                        (False, -8, 5)]
+
+
+def test_default_training_transform_is_a_flip_and_an_integer_shift_per_seed() -> None:
+    w, h = 64, 128
+    kps = np.array([[0.25, 0.5], [0.75, 0.125]], np.float32)
+    tf = Transform(h, w, (0.5,) * 3, (0.5,) * 3, train=True, pad=8, erase_prob=0.5, flip_perm=(1, 0))
+    pts = kps * np.array([w, h])
+    for seed, (flipped, tx, ty) in enumerate(DEFAULT_RECIPE_DRAWS):
+        _, moved = tf(np.zeros((h, w, 3), np.uint8), kps, np.random.default_rng(seed))
+        expected = np.stack([w - pts[:, 0], pts[:, 1]], 1)[::-1] if flipped else pts  # x -> W - x, swapped
+        np.testing.assert_allclose(moved * np.array([w, h]), expected + [tx, ty], atol=1e-4)
 
 
 def test_config_aug_affine_reaches_the_training_transform() -> None:
@@ -317,10 +355,13 @@ def test_config_aug_affine_reaches_the_training_transform() -> None:
     assert train_transform(RunConfig(), split).affine is None  # the default recipe is unchanged
     cfg = from_dict(RunConfig, {"data": {"aug_affine": 3, "aug_affine_prob": 0.5}})
     tf = train_transform(cfg, split)
-    assert tf.affine == P.affine_range(3) == (24.0, 0.24, 0.15) and tf.affine_prob == 0.5
+    # the sweep's "affine" ranges at severity 3: the rotate, scale and translate levels the
+    # perturbation module's table documents
+    documented = tuple(LEVELS[name][2] for name in ("rotate", "scale", "translate"))
+    assert tf.affine == P.affine_range(3) == pytest.approx(documented) and tf.affine_prob == 0.5
     assert tf.flip_perm == tuple(BODY_KEYPOINTS.flip_permutation())
-    with pytest.raises(ConfigError, match="severity must be an integer in 0..5"):
-        train_transform(from_dict(RunConfig, {"data": {"aug_affine": 9}}), split)
+    with pytest.raises(ConfigError, match=r"data.aug_affine must be an integer in 0..5"):
+        train_transform(from_dict(RunConfig, {"data": {"aug_affine": 9}}), split)  # refused by the config
 
 
 def test_face_flip_permutation_under_eval_perturbation(tmp_path) -> None:

@@ -11,15 +11,17 @@ from conftest import MINI_MARKET
 from PIL import Image
 
 from reidbench import cli
-from reidbench.config import resolve_config, save_config
+from reidbench.config import resolve_config
+from reidbench.errors import ReidbenchError
 from reidbench.reporting.io import atomic_write_text
 from reidbench.reporting.leaderboard import COLUMNS, rebuild_leaderboard
+from reidbench.reporting.records import write_run_config
 
 
 def fake_run(runs: Path, name: str, dataset: str, mAP: float | None) -> Path:
     run = runs / name
     run.mkdir(parents=True)
-    save_config(resolve_config(dataset=dataset), run / "config.yaml")
+    write_run_config(resolve_config(dataset=dataset), run / "config.yaml")
     if mAP is not None:
         metrics = {"mAP": mAP, "mINP": mAP / 2, "rank1": 0.5, "rank5": 0.6, "rank10": 0.7,
                    "num_valid_queries": 10, "params": 123, "epochs": 2}
@@ -42,9 +44,13 @@ def test_rows_sorted_incomplete_and_corrupt_runs_skipped(tmp_path: Path) -> None
     assert lines[2].split(",")[COLUMNS.index("mAP")] == "0.6000"
 
 
-def test_empty_runs_folder_gives_header_only(tmp_path: Path) -> None:
-    rows, _ = rebuild_leaderboard(tmp_path / "none", tmp_path / "lb.csv")
-    assert rows == [] and (tmp_path / "lb.csv").read_text() == ",".join(COLUMNS) + "\n"
+def test_missing_or_empty_runs_folder_writes_nothing(tmp_path: Path) -> None:
+    # a typo in --runs must not replace the leaderboard with an empty table (issue 12, item 6)
+    (tmp_path / "empty").mkdir()
+    for runs in (tmp_path / "none", tmp_path / "empty"):
+        with pytest.raises(ReidbenchError, match="nothing was written"):
+            rebuild_leaderboard(runs, tmp_path / "lb.csv")
+    assert not (tmp_path / "lb.csv").exists() and not (tmp_path / "lb.md").exists()
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,7 +79,7 @@ def test_every_term_is_recorded_per_epoch(
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["loss"]["terms"] == terms and cfg["loss"]["rp_layers"] == [-1]
     assert cfg["data"]["sampler"] == "pk_camera"
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert {k.split(".")[1] for k in ckpt["loss"]} >= {"arcface"}  # margin head saved with the loss
 
 
@@ -133,6 +133,6 @@ def test_non_finite_gradient_stops_naming_the_step(
     assert "the gradient norm is nan (loss terms ce=" in err
     assert f"at epoch 2, step {per_epoch + 2}; training stopped" in err and "epoch 1) is kept" in err
     assert len(history) == 2 and history[1]["stopped"] in err and history[1]["good_steps"] == 1
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -14,14 +15,34 @@ from reidbench.datasets.alignment import load_aligned
 from reidbench.datasets.base import ImageRecord
 from reidbench.errors import DatasetError
 
+log = logging.getLogger(__name__)
+_warned_mixed = False  # batch_keypoints warns once per process about mixed batches
+
 
 def load_rgb(path: str) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8; a DatasetError names an unreadable file."""
+    """Decode an image file to (H, W, 3) uint8; a DatasetError names an unreadable file.
+
+    Every failure inside PIL for this file is reported with its path: a missing or unreadable
+    file, an unknown format, a truncated or corrupt stream, and an image larger than PIL's
+    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS`` x 2), which PIL raises without a path.
+    """
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))
+    except PermissionError as exc:
+        raise DatasetError(f"cannot read image {path}: permission denied ({exc.strerror})") from None
+    except Image.DecompressionBombError as exc:
+        raise DatasetError(
+            f"cannot read image {path}: refused as a possible decompression bomb ({exc})"
+        ) from None
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types for a bad file
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise DatasetError(
+            f"cannot read image {path}: {type(exc).__name__}{': ' + detail if detail else ''} "
+            "(corrupt or unsupported file)"
+        ) from None
 
 
 def load_sample(record: ImageRecord) -> tuple[np.ndarray, np.ndarray | None]:
@@ -88,8 +109,28 @@ def sample_dict(
 
 
 def batch_keypoints(batch: dict[str, Any], device: torch.device) -> torch.Tensor | None:
-    """The batch's (B, K, 2) keypoints when every sample has them, else None."""
-    if batch["keypoints"].shape[1] == 0 or not bool(batch["has_keypoints"].all()):
+    """The batch's (B, K, 2) keypoints when every sample has them, else None.
+
+    Models take keypoints per batch (``model(images, keypoints=None)``): a batch in which some
+    sample has no keypoints (no sidecar row, an explicit empty row, or a row dropped as
+    invalid, see ``datasets.keypoints``) runs WITHOUT keypoints for every sample of it, i.e.
+    the model's documented no-keypoint fallback (KP-RPE: the static bias). Zeros are never
+    passed off as keypoints. The first such mixed batch logs a warning (once per process).
+    """
+    has = batch["has_keypoints"]
+    if batch["keypoints"].shape[1] == 0 or not bool(has.any()):
+        return None
+    if not bool(has.all()):
+        global _warned_mixed
+        if not _warned_mixed:
+            _warned_mixed = True
+            log.warning(
+                "a batch mixes %d sample(s) with keypoints and %d without: the whole batch runs "
+                "without keypoints (the model's no-keypoint fallback); this happens for every "
+                "batch holding a sample without keypoints (see `reidbench data check`)",
+                int(has.sum()),
+                int((~has).sum()),
+            )
         return None
     return batch["keypoints"].to(device)
 

@@ -73,6 +73,24 @@ class FaceAlign:
 
 
 @dataclass(frozen=True)
+class KeypointReport:
+    """What an adapter made of a keypoint sidecar (``reidbench.datasets.keypoints``).
+
+    Image paths are the records' ``path``; sidecar paths are as written in the file. A record
+    without keypoints is in ``invalid`` (its row was dropped), in ``explicit`` (its row says it
+    has none) or has no row at all.
+    """
+
+    sidecar: str  # the CSV read
+    num_keypoints: int  # K of its rows (0: no row has coordinates)
+    rows: int  # data rows in the file
+    invalid: dict[str, str] = field(default_factory=dict)  # image path -> "line N: reason"
+    explicit: frozenset[str] = frozenset()  # image paths whose row has empty coordinates
+    unknown: tuple[str, ...] = ()  # sidecar paths naming no image file under the root
+    unused: int = 0  # rows naming files the dataset does not read (e.g. Market junk)
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """One image: its path, identity, camera and optional (K, 2) keypoints in [0, 1].
 
@@ -101,6 +119,8 @@ class ReidSplit:
     keypoint_schema: KeypointSchema | None = None
     # pairs of the test images for 1:1 verification, where the dataset defines them (folder:)
     verification: VerificationSet | None = None
+    # what became of the keypoint sidecar's rows (None: no sidecar)
+    keypoint_report: KeypointReport | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_train_pids(self) -> int:
@@ -140,6 +160,8 @@ class VerificationSet:
     labels: np.ndarray
     folds: np.ndarray
     keypoint_schema: KeypointSchema | None = None
+    # what became of the keypoint sidecar's rows (None: no sidecar)
+    keypoint_report: KeypointReport | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_folds(self) -> int:
@@ -156,6 +178,8 @@ class FaceSplit:
     train: list[ImageRecord]
     verification: VerificationSet
     keypoint_schema: KeypointSchema | None = None
+    # what became of the keypoint sidecar's rows (None: no sidecar)
+    keypoint_report: KeypointReport | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_train_pids(self) -> int:
@@ -181,6 +205,8 @@ class TemplateSet:
     template_pairs: np.ndarray
     labels: np.ndarray
     keypoint_schema: KeypointSchema | None = None
+    # what became of the keypoint sidecar's rows (None: no sidecar)
+    keypoint_report: KeypointReport | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_templates(self) -> int:

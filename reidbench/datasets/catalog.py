@@ -22,6 +22,7 @@ from reidbench.datasets.base import FaceSplit, ReidSplit, TemplateSet, Verificat
 from reidbench.datasets.dukemtmc import DUKEMTMC
 from reidbench.datasets.ijb import IJBB, IJBC
 from reidbench.datasets.market1501 import MARKET1501, LayoutSpec, read_market_layout
+from reidbench.datasets.textio import os_errors
 from reidbench.errors import DatasetError
 from reidbench.registry import DATASETS
 
@@ -71,8 +72,12 @@ def register(info: DatasetInfo) -> Callable[[Callable[..., Any]], Callable[..., 
 
 
 def build_dataset(cfg: DataConfig) -> ReidSplit | FaceSplit | VerificationSet | TemplateSet:
-    """Read (or, for a synthetic set, generate) the dataset ``cfg.name``."""
-    return dataset_builder(cfg.name)(cfg)
+    """Read (or, for a synthetic set, generate) the dataset ``cfg.name``. An OSError while
+    listing or reading the tree (a folder or file without permission, an I/O error) is a
+    DatasetError naming the path."""
+    builder = dataset_builder(cfg.name)
+    with os_errors(cfg.name):
+        return builder(cfg)
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -80,9 +85,10 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: not a generator's
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def ensure_synthetic(
@@ -103,8 +109,10 @@ def ensure_synthetic(
     folder = root if _read_manifest(root) else root / name
     manifest = _read_manifest(folder)
     if manifest is not None and manifest.get("generator") != name:
+        who = manifest.get("generator")
+        what = f"a {who!r} set" if who else "a manifest.json not written by a reidbench generator"
         raise DatasetError(
-            f"{folder} holds a {manifest.get('generator')!r} set, not {name!r}; "
+            f"{folder} holds {what}, not {name!r}; nothing is generated there: "
             f"point --data-root at a {name} folder or an empty directory"
         )
     wanted = {"seed": cfg.synth_seed, "num_ids": cfg.synth_ids, **(sizes or {})}

@@ -5,6 +5,11 @@ Counts: images, identities and cameras per split; verification sets add pairs an
 template sets templates, media, pairs and genuine pairs (their 1:1 files name no subjects or
 cameras: ``ids`` and ``cams`` are None). A split whose every count is at most the published one
 is a subset (reported, not an error); more than published means another version of the data.
+
+Keypoint coverage (``keypoint_coverage``): per split, the images that reach the model with
+keypoints (a usable sidecar row, or IJB's meta landmarks), and of the others how many have no
+row, an explicit empty row or a row dropped as invalid; plus the sidecar rows naming no image
+(``reidbench.datasets.keypoints`` defines the rules).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from reidbench.datasets.base import (
     FaceSplit,
@@ -99,6 +104,59 @@ def all_images(data: ReidSplit | FaceSplit | VerificationSet | TemplateSet) -> l
     return sorted({r.path for g in groups for r in g})
 
 
+def split_records(
+    data: ReidSplit | FaceSplit | VerificationSet | TemplateSet,
+) -> dict[str, list[ImageRecord]]:
+    """The records of each split, keyed as ``split_counts`` keys them."""
+    if isinstance(data, ReidSplit):
+        out = {s: getattr(data, s) for s in ("train", "query", "gallery")}
+        if data.verification is not None:
+            out["pairs"] = data.verification.images
+        return out
+    if isinstance(data, FaceSplit):
+        return {"train": data.train, "test": data.verification.images}
+    return {"test": data.images}
+
+
+def _has_keypoints(record: ImageRecord) -> bool:
+    return record.keypoints is not None or (
+        record.align is not None and record.align.landmarks_px is not None
+    )
+
+
+def keypoint_coverage(data: ReidSplit | FaceSplit | VerificationSet | TemplateSet) -> dict[str, Any]:
+    """``{"sidecar", "num_keypoints", "rows", "splits": {split: {"images", "with_keypoints",
+    "no_row", "empty_row", "invalid"}}, "invalid_rows", "invalid", "unknown_rows", "unknown"}``;
+    ``invalid`` lists ``{"image", "reason"}``, ``unknown`` the sidecar paths naming no image."""
+    report = data.keypoint_report
+    invalid = report.invalid if report is not None else {}
+    explicit = report.explicit if report is not None else frozenset()
+    splits = {}
+    for split, records in split_records(data).items():
+        have = sum(_has_keypoints(r) for r in records)
+        bad = sum(r.path in invalid for r in records if not _has_keypoints(r))
+        empty = sum(r.path in explicit for r in records if not _has_keypoints(r))
+        splits[split] = {
+            "images": len(records),
+            "with_keypoints": have,
+            "no_row": len(records) - have - bad - empty,
+            "empty_row": empty,
+            "invalid": bad,
+        }
+    return {
+        "sidecar": report.sidecar if report is not None else None,
+        "num_keypoints": report.num_keypoints if report is not None else (
+            data.keypoint_schema.num_keypoints if data.keypoint_schema is not None else 0
+        ),
+        "rows": report.rows if report is not None else 0,
+        "splits": splits,
+        "invalid_rows": len(invalid),
+        "invalid": [{"image": path, "reason": why} for path, why in sorted(invalid.items())],
+        "unknown_rows": len(report.unknown) if report is not None else 0,
+        "unknown": list(report.unknown) if report is not None else [],
+    }
+
+
 def unreadable_images(paths: list[str], mode: str = "header") -> list[tuple[str, str]]:
     """``(path, reason)`` for each image that cannot be opened (``header``: the format is
     recognised from the header) or fully decoded (``decode``: also catches truncated files)."""
@@ -112,8 +170,9 @@ def unreadable_images(paths: list[str], mode: str = "header") -> list[tuple[str,
             with Image.open(path) as img:
                 if mode == "decode":
                     img.load()
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-            bad.append((path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        except Exception as exc:  # noqa: BLE001 - whatever PIL raises for this file is its fault
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            bad.append((path, f"{type(exc).__name__}: {text}" if text else type(exc).__name__))
     return bad
 
 
@@ -138,6 +197,7 @@ def check_report(
         "images_checked": len(paths),
         "image_check": images,
         "unreadable": [{"path": p, "error": e} for p, e in bad],
+        "keypoints": keypoint_coverage(data),
     }
 
 
@@ -165,4 +225,36 @@ def format_report(report: dict[str, Any]) -> str:
         )
     for item in report["unreadable"][:10]:
         lines.append(f"  unreadable: {item['path']}: {item['error']}")
+    if "keypoints" in report:
+        lines += format_keypoints(report["keypoints"])
     return "\n".join(lines)
+
+
+def format_keypoints(cov: dict[str, Any], examples: int = 5) -> list[str]:
+    """The keypoint-coverage lines of ``format_report``."""
+    if cov["sidecar"] is None:
+        with_any = sum(c["with_keypoints"] for c in cov["splits"].values())
+        if not with_any:
+            return ["keypoints: none (no sidecar): every sample runs without keypoints"]
+        head = "keypoints: from the dataset's own landmarks (no sidecar)"
+    else:
+        head = (
+            f"keypoints: {cov['num_keypoints']} per image from {cov['sidecar']} "
+            f"({cov['rows']:,} rows)"
+        )
+    lines = [head, f"{'split':8s}{'with keypoints':>24s}{'no row':>10s}{'empty row':>11s}{'invalid':>9s}"]
+    for split, c in cov["splits"].items():
+        share = 100.0 * c["with_keypoints"] / c["images"] if c["images"] else 0.0
+        ratio = f"{c['with_keypoints']} / {c['images']} ({share:.1f}%)"
+        lines.append(f"{split:8s}{ratio:>24s}{c['no_row']:>10}{c['empty_row']:>11}{c['invalid']:>9}")
+    if cov["invalid_rows"]:
+        shown = ", ".join(f"{i['image']} ({i['reason']})" for i in cov["invalid"][:examples])
+        more = ", ..." if cov["invalid_rows"] > examples else ""
+        lines.append(f"{cov['invalid_rows']} row(s) dropped as invalid: {shown}{more}")
+    if cov["unknown_rows"]:
+        more = ", ..." if cov["unknown_rows"] > examples else ""
+        lines.append(
+            f"{cov['unknown_rows']} row(s) name no image of the dataset: "
+            f"{', '.join(cov['unknown'][:examples])}{more}"
+        )
+    return lines

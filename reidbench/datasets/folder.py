@@ -35,7 +35,7 @@ from reidbench.datasets.base import (
     ReidSplit,
     VerificationSet,
 )
-from reidbench.datasets.keypoints import load_sidecar
+from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
 from reidbench.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ EXPECTED_TREE = "<root>/<identity>/<image>.{jpg,jpeg,png,pgm,bmp}, one sub-folde
 def read_identity_folders(
     folder: Path,
     rel_root: Path,
-    keypoints: dict[str, np.ndarray] | None = None,
+    keypoints: KeypointMatcher | None = None,
 ) -> list[ImageRecord]:
     """Every image under ``folder/<identity>/``, sorted; pid = index of the identity folder in
     sorted order among those holding images; camid 0. Keypoints are looked up by the path
@@ -63,7 +63,8 @@ def read_identity_folders(
         files = sorted(p for p in identity.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         for path in files:
             rel = path.relative_to(rel_root).as_posix()
-            records.append(ImageRecord(str(path), pid, 0, (keypoints or {}).get(rel)))
+            kps = keypoints.lookup(path, rel) if keypoints is not None else None
+            records.append(ImageRecord(str(path), pid, 0, kps))
         pid += bool(files)
     if not records:
         raise DatasetError(
@@ -156,7 +157,9 @@ def read_folder_dataset(
         )
     table, schema = load_sidecar(name, root, keypoints_csv, None)
     align = FOLDER_ALIGN if schema is not None and schema.names == FACE_KEYPOINTS.names else None
-    records = [replace(r, align=align) for r in read_identity_folders(root, root, table)]
+    matcher = KeypointMatcher(name, table, (root,))
+    records = [replace(r, align=align) for r in read_identity_folders(root, root, matcher)]
+    report = matcher.finish()
     identities = sorted({Path(r.path).parent.name for r in records})
     num_ids = len(identities)
     if num_ids < 3:
@@ -187,7 +190,7 @@ def read_folder_dataset(
     if made is None:
         log.warning("%s: too few test identities with two images for verification pairs", name)
     else:
-        verification = VerificationSet(name, root, test, identities, *made, schema)
+        verification = VerificationSet(name, root, test, identities, *made, schema, report)
     log.info(
         "%s: %d identities (%d train, %d test), %d train / %d query / %d gallery images",
         name,
@@ -198,4 +201,4 @@ def read_folder_dataset(
         len(query),
         len(gallery),
     )
-    return ReidSplit(name, root, train, query, gallery, schema, verification)
+    return ReidSplit(name, root, train, query, gallery, schema, verification, report)

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from reidbench.datasets.base import FACE_KEYPOINTS, FaceAlign, ImageRecord, TemplateSet
-from reidbench.datasets.keypoints import load_sidecar
+from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
+from reidbench.datasets.textio import check_utf8, read_text
 from reidbench.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -94,20 +95,19 @@ def find_ijb_root(root: Path, spec: IJBSpec) -> Path:
 def _bad_line(path: Path, columns: int, numeric_from: int) -> DatasetError:
     """The error for the first line of ``path`` without ``columns`` fields (numbers from field
     ``numeric_from`` on); called only once a fast parse has failed."""
-    with open(path) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != columns:
-                return DatasetError(
-                    f"{path}:{lineno}: expected {columns} fields, got "
-                    f"{len(fields)}: {line.strip()!r} (truncated line?)"
-                )
-            try:
-                [float(f) for f in fields[numeric_from:]]
-            except ValueError:
-                return DatasetError(f"{path}:{lineno}: non-numeric field in {line.strip()!r}")
+    for lineno, line in enumerate(read_text(path, "an IJB meta file").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != columns:
+            return DatasetError(
+                f"{path}:{lineno}: expected {columns} fields, got "
+                f"{len(fields)}: {line.strip()!r} (truncated line?)"
+            )
+        try:
+            [float(f) for f in fields[numeric_from:]]
+        except ValueError:
+            return DatasetError(f"{path}:{lineno}: non-numeric field in {line.strip()!r}")
     return DatasetError(f"{path}: cannot be parsed")
 
 
@@ -124,7 +124,10 @@ def _meta_path(data_root: Path, spec: IJBSpec, kind: str) -> Path:
 def read_int_table(path: Path, columns: int) -> np.ndarray:
     """(N, columns) int64 of a whitespace-separated integer file; blank lines skipped."""
     try:
-        table = np.loadtxt(path, dtype=np.int64, ndmin=2)
+        table = np.loadtxt(path, dtype=np.int64, ndmin=2, encoding="utf-8")
+    except UnicodeDecodeError:
+        check_utf8(path, "an IJB meta file")  # raises, naming the line
+        raise
     except ValueError:
         raise _bad_line(path, columns, 0) from None
     if table.size == 0:
@@ -138,15 +141,14 @@ def read_text_table(path: Path, columns: int) -> tuple[list[str], np.ndarray]:
     """Names (first field) and (N, columns - 1) float64 of the other fields, per line."""
     names: list[str] = []
     values: list[str] = []
-    with open(path) as fh:
-        for line in fh:
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != columns:
-                raise _bad_line(path, columns, 1)
-            names.append(fields[0])
-            values.extend(fields[1:])
+    for line in read_text(path, "an IJB meta file").splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != columns:
+            raise _bad_line(path, columns, 1)
+        names.append(fields[0])
+        values.extend(fields[1:])
     if not names:
         raise DatasetError(f"{path} is empty")
     try:
@@ -177,6 +179,7 @@ def read_ijb(root: Path, spec: IJBSpec, keypoints_csv: Path | None = None) -> Te
             raise DatasetError(f"{lmk_path}: {name} is listed twice")
     on_disk = {e.name for e in os.scandir(data_root / IMAGES_DIR)}
     table, schema = load_sidecar(spec.name, data_root, keypoints_csv, FACE_KEYPOINTS)
+    keypoints = KeypointMatcher(spec.name, table, (data_root,))
 
     images, rows = [], np.empty(len(face_names), dtype=np.int64)
     for i, name in enumerate(face_names):
@@ -188,7 +191,8 @@ def read_ijb(root: Path, spec: IJBSpec, keypoints_csv: Path | None = None) -> Te
         rows[i] = row
         rel = f"{IMAGES_DIR}/{name}"
         align = FaceAlign(IJB_ALIGN_SIZE, 1.0, lmk_values[row, :10].reshape(5, 2))
-        images.append(ImageRecord(str(data_root / rel), int(template_ids[i]), 0, table.get(rel), align))
+        kps = keypoints.lookup(data_root / rel, rel)
+        images.append(ImageRecord(str(data_root / rel), int(template_ids[i]), 0, kps, align))
 
     pairs = read_int_table(pair_path, 3)
     labels = pairs[:, 2]
@@ -222,6 +226,7 @@ def read_ijb(root: Path, spec: IJBSpec, keypoints_csv: Path | None = None) -> Te
         template_pairs=pairs[:, :2].astype(np.int32),
         labels=labels.astype(np.int8),
         keypoint_schema=schema or FACE_KEYPOINTS,
+        keypoint_report=keypoints.finish(),
     )
 
 
@@ -238,12 +243,17 @@ def evaluate_templates(
     ``use_detector_score`` both on: feature norms and detector scores weight the images).
     """
     from reidbench.evaluation.templates import template_features, template_pair_scores
-    from reidbench.metrics.verification import auc, eer, roc, tar_at_far
+    from reidbench.metrics.verification import auc, eer, roc, tar_fields
 
     feats = np.asarray(features, dtype=np.float64)
     if feats.ndim != 2 or len(feats) != len(tset.images):
         raise ValueError(f"expected ({len(tset.images)}, D) features, got {feats.shape}")
     if normalize:
+        import torch
+
+        from reidbench.metrics.finite import safe_rows
+
+        feats = safe_rows(feats, torch.float64).numpy()  # power-of-two scaled: no overflow
         feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     if detector_weight:
         feats = feats * tset.detector_scores[:, None]
@@ -254,7 +264,7 @@ def evaluate_templates(
     return {
         "auc": auc(fpr, tpr),
         "eer": eer(fpr, tpr),
-        "tar_at_far": tar_at_far(fpr, tpr, int((labels == 0).sum())),
+        **tar_fields(scores, labels),  # strict tar_at_far and insightface's tar_at_far_nearest
         "num_pairs": int(len(labels)),
         "num_genuine": int(labels.sum()),
         "num_templates": int(len(templates)),

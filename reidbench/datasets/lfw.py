@@ -46,7 +46,8 @@ from reidbench.datasets.base import (
     VerificationSet,
 )
 from reidbench.datasets.folder import read_identity_folders
-from reidbench.datasets.keypoints import read_sidecar
+from reidbench.datasets.keypoints import KeypointMatcher, KeypointTable, read_keypoints_table, table_schema
+from reidbench.datasets.textio import read_text
 from reidbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def parse_pairs(path: Path) -> list[PairLine]:
     """
     lines = [
         (lineno, line.split())
-        for lineno, line in enumerate(path.read_text().splitlines(), start=1)
+        for lineno, line in enumerate(read_text(path, "pairs.txt").splitlines(), start=1)
         if line.strip()
     ]
     if not lines:
@@ -203,15 +204,17 @@ def parse_pairs(path: Path) -> list[PairLine]:
 def load_landmarks(
     data_root: Path,
     landmarks: Path | None,
-) -> tuple[dict[str, np.ndarray], KeypointSchema | None, Path]:
+) -> tuple[KeypointTable | None, KeypointSchema | None, Path]:
     """The landmark sidecar (``landmarks``, which must exist, else ``<root>/landmarks.csv`` when
-    present), its schema and its path. Any K is accepted as keypoints; only K = 5 aligns."""
+    present; None without one), its schema and its path. Any K is accepted as keypoints; only
+    K = 5 aligns."""
     lm_path = landmarks if landmarks is not None else data_root / LANDMARKS_FILE
     if landmarks is not None and not landmarks.is_file():
         raise DatasetError(f"lfw: landmark sidecar {landmarks} does not exist")
     if not lm_path.is_file():
-        return {}, None, lm_path
-    table, schema = read_sidecar(lm_path, FACE_KEYPOINTS)
+        return None, None, lm_path
+    table = read_keypoints_table(lm_path)
+    schema = table_schema(table, FACE_KEYPOINTS)
     if schema is not None and schema.num_keypoints != FACE_KEYPOINTS.num_keypoints:
         logger.info(
             "lfw: %s has %d keypoints per image, not the 5 ArcFace landmarks: faces are "
@@ -237,27 +240,31 @@ def read_lfw(
     ``align`` (see the module docstring).
     """
     data_root, images_dir = find_lfw_root(root)
-    return _verification_set(data_root, images_dir, load_landmarks(data_root, landmarks), align, name)
+    table, schema, lm_path = load_landmarks(data_root, landmarks)
+    matcher = KeypointMatcher(name, table, (data_root, images_dir))
+    vs = _verification_set(data_root, images_dir, matcher, schema, lm_path, align, name)
+    return replace(vs, keypoint_report=matcher.finish())
 
 
 def _verification_set(
     data_root: Path,
     images_dir: Path,
-    sidecar: tuple[dict[str, np.ndarray], KeypointSchema | None, Path],
+    keypoints: KeypointMatcher,
+    schema: KeypointSchema | None,
+    lm_path: Path,
     align: FaceAlign | None,
     name: str,
 ) -> VerificationSet:
     names, files = list_images(images_dir)
     pid_of = {person: pid for pid, person in enumerate(names)}
-    table, schema, lm_path = sidecar
 
     images = []
     index: dict[Path, int] = {}
     missing_landmarks = 0
     for path in files:
         rel = path.relative_to(data_root).as_posix()
-        kps = table.get(rel, table.get(path.relative_to(images_dir).as_posix()))
-        if table and kps is None:
+        kps = keypoints.lookup(path, rel, path.relative_to(images_dir).as_posix())
+        if keypoints.table is not None and kps is None:
             missing_landmarks += 1
         index[path] = len(images)
         images.append(
@@ -265,7 +272,11 @@ def _verification_set(
         )
     if missing_landmarks:
         logger.warning(
-            "lfw: %d of %d images have no row in %s (centre-cropped)", missing_landmarks, len(images), lm_path
+            "%s: %d of %d images have no usable landmarks in %s (centre-cropped)",
+            name,
+            missing_landmarks,
+            len(images),
+            lm_path,
         )
 
     pairs_path = data_root / PAIRS_FILE
@@ -312,13 +323,14 @@ def read_lfw_split(
     """LFW plus its training identities when ``train/<Name>/`` sits beside ``lfw/``: a
     FaceSplit (train pids 0..P-1 in sorted name order); otherwise the VerificationSet alone."""
     data_root, images_dir = find_lfw_root(root)
-    sidecar = load_landmarks(data_root, landmarks)
-    vs = _verification_set(data_root, images_dir, sidecar, align, name)
+    table, schema, lm_path = load_landmarks(data_root, landmarks)
+    matcher = KeypointMatcher(name, table, (data_root, images_dir))
+    vs = _verification_set(data_root, images_dir, matcher, schema, lm_path, align, name)
     train_dir = vs.root / TRAIN_DIR
     if not train_dir.is_dir():
-        return vs
-    table, schema, _ = sidecar
-    train = [replace(r, align=align) for r in read_identity_folders(train_dir, vs.root, table)]
+        return replace(vs, keypoint_report=matcher.finish())
+    train = [replace(r, align=align) for r in read_identity_folders(train_dir, vs.root, matcher)]
+    vs = replace(vs, keypoint_report=matcher.finish())
     overlap = sorted({Path(r.path).parent.name for r in train} & set(vs.identities))
     if overlap:
         logger.warning(
@@ -328,4 +340,4 @@ def read_lfw_split(
             train_dir,
             overlap[0],
         )
-    return FaceSplit(name, vs.root, train, vs, schema)
+    return FaceSplit(name, vs.root, train, vs, schema, vs.keypoint_report)

@@ -19,8 +19,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from reidbench.datasets.base import (
     BODY_KEYPOINTS,
     JUNK_PID,
@@ -28,7 +26,7 @@ from reidbench.datasets.base import (
     KeypointSchema,
     ReidSplit,
 )
-from reidbench.datasets.keypoints import load_sidecar
+from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
 from reidbench.errors import DatasetError
 
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
@@ -121,24 +119,25 @@ def parse_name(path: Path, spec: LayoutSpec) -> tuple[int, int]:
 def read_split_dir(
     folder: Path,
     spec: LayoutSpec,
-    keypoints: dict[str, np.ndarray],
+    keypoints: KeypointMatcher,
     data_root: Path,
     relabel: bool,
 ) -> list[ImageRecord]:
     """Read one split folder, sorted by file name, junk dropped, pids relabelled if asked."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".jpg")
     parsed = [(p, *parse_name(p, spec)) for p in files]
-    parsed = [item for item in parsed if item[1] != JUNK_PID]
-    label = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in parsed}))}
+    label = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in parsed if pid != JUNK_PID}))}
     records = []
     for path, pid, camid in parsed:
-        rel = path.relative_to(data_root).as_posix()
+        if pid == JUNK_PID:
+            continue  # a sidecar row of a junk image names a file of the tree: not reported
+        kps = keypoints.lookup(path, path.relative_to(data_root).as_posix())
         records.append(
             ImageRecord(
                 path=str(path),
                 pid=label[pid] if relabel else pid,
                 camid=camid,
-                keypoints=keypoints.get(rel),
+                keypoints=kps,
             )
         )
     return records
@@ -157,7 +156,8 @@ def read_market_layout(
     (``schema`` when it has none and K matches).
     """
     data_root = find_layout_root(root, spec)
-    keypoints, schema = load_sidecar(spec.name, data_root, keypoints_csv, schema)
+    table, schema = load_sidecar(spec.name, data_root, keypoints_csv, schema)
+    keypoints = KeypointMatcher(spec.name, table, (data_root,))
     splits = {
         split: read_split_dir(data_root / d, spec, keypoints, data_root, relabel=split == "train")
         for split, d in SPLIT_DIRS.items()
@@ -172,5 +172,6 @@ def read_market_layout(
         name=spec.name,
         root=data_root,
         keypoint_schema=schema,
+        keypoint_report=keypoints.finish(),
         **splits,
     )

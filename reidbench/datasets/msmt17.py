@@ -28,11 +28,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from reidbench.datasets.base import BODY_KEYPOINTS, ImageRecord, KeypointSchema, ReidSplit
-from reidbench.datasets.keypoints import load_sidecar
+from reidbench.datasets.base import (
+    BODY_KEYPOINTS,
+    ImageRecord,
+    KeypointReport,
+    KeypointSchema,
+    ReidSplit,
+)
+from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
 from reidbench.datasets.market1501 import Stats
+from reidbench.datasets.textio import read_text
 from reidbench.errors import DatasetError
 
 URL = "https://www.pkuvmc.com/dataset.html (MSMT17, by request to the authors)"
@@ -88,7 +93,7 @@ def read_list(
     list_path: Path,
     image_dir: Path,
     data_root: Path,
-    keypoints: dict[str, np.ndarray],
+    keypoints: KeypointMatcher,
 ) -> list[ImageRecord]:
     """One record per line of a list file, in file order; blank lines skipped."""
     if not list_path.is_file():
@@ -97,7 +102,7 @@ def read_list(
             f"reidbench never downloads data; get it from {URL}."
         )
     out = []
-    for lineno, line in enumerate(list_path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(list_path, "an MSMT17 list file").splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -113,7 +118,7 @@ def read_list(
         path = image_dir / rel
         if not path.is_file():
             raise DatasetError(f"{where}: image {path} does not exist")
-        kps = keypoints.get(path.relative_to(data_root).as_posix())
+        kps = keypoints.lookup(path, path.relative_to(data_root).as_posix())
         out.append(ImageRecord(str(path), pid, cam - 1, kps))
     if not out:
         raise DatasetError(f"msmt17: {list_path} lists no images")
@@ -126,13 +131,23 @@ def read_msmt17_lists(
     schema: KeypointSchema | None = BODY_KEYPOINTS,
 ) -> tuple[Path, dict[str, list[ImageRecord]], KeypointSchema | None]:
     """The version folder, the four lists' records (raw pids) and the keypoint schema."""
+    return _read_lists(root, keypoints_csv, schema)[:3]
+
+
+def _read_lists(
+    root: Path,
+    keypoints_csv: Path | None,
+    schema: KeypointSchema | None,
+) -> tuple[Path, dict[str, list[ImageRecord]], KeypointSchema | None, KeypointReport | None]:
+    """``read_msmt17_lists`` plus what became of the keypoint sidecar's rows."""
     data_root, (train_dir, test_dir) = find_msmt17_root(root)
-    keypoints, schema = load_sidecar("msmt17", data_root, keypoints_csv, schema)
+    table, schema = load_sidecar("msmt17", data_root, keypoints_csv, schema)
+    keypoints = KeypointMatcher("msmt17", table, (data_root,))
     lists = {}
     for split, filename in LISTS.items():
         image_dir = data_root / (train_dir if split in ("train", "val") else test_dir)
         lists[split] = read_list(data_root / filename, image_dir, data_root, keypoints)
-    return data_root, lists, schema
+    return data_root, lists, schema, keypoints.finish()
 
 
 def read_msmt17(
@@ -142,7 +157,9 @@ def read_msmt17(
 ) -> ReidSplit:
     """Read MSMT17 (V1 or V2 layout) into a ReidSplit: train = list_train.txt (pids relabelled
     in sorted order), query and gallery with raw pids."""
-    data_root, lists, schema = read_msmt17_lists(root, keypoints_csv, schema)
+    data_root, lists, schema, report = _read_lists(root, keypoints_csv, schema)
     label = {pid: i for i, pid in enumerate(sorted({r.pid for r in lists["train"]}))}
     train = [ImageRecord(r.path, label[r.pid], r.camid, r.keypoints) for r in lists["train"]]
-    return ReidSplit("msmt17", data_root, train, lists["query"], lists["gallery"], schema)
+    return ReidSplit(
+        "msmt17", data_root, train, lists["query"], lists["gallery"], schema, keypoint_report=report
+    )

@@ -20,11 +20,9 @@ image: the same seed writes byte-identical files, and identity ``i`` looks the s
 
 from __future__ import annotations
 
-import json
+import io
 import logging
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +34,9 @@ from PIL import Image
 
 from reidbench.data.geometry import similarity, transform_points, translation, warp_image
 from reidbench.datasets.base import FACE_KEYPOINTS
-from reidbench.datasets.keypoints import write_keypoints_csv
-from reidbench.errors import ConfigError, DatasetError
+from reidbench.datasets.keypoints import keypoints_csv_text
+from reidbench.datasets.synth_writer import SynthWriter
+from reidbench.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +67,6 @@ LANDMARK_MARGIN = 3.0  # px: landmarks stay at least this far from the border
 _PAD = 56  # canonical canvas margin (px at 112 scale) so a rotated / shrunk face shows no edge
 _SS = 2  # supersampling factor of the canonical canvas
 _SHIFT = 4  # fixed-point fractional bits for OpenCV drawing
-_STAGING = ".synthetic-faces-staging"
 
 _SKIN_TONES = np.array(
     [
@@ -723,11 +721,25 @@ def _train_images_per_identity(rng: np.random.Generator) -> int:
     return int(rng.integers(4, 11))
 
 
-def _write_identity(
-    stage: Path, split: str, id_seq: np.random.SeedSequence, taken: set[str],
-    landmarks: dict[str, np.ndarray], images_per_identity: Callable[[np.random.Generator], int],
-) -> tuple[str, int]:
-    """Draw one person (unique name) and write their images to ``stage/split/<Name>/``."""
+@dataclass(frozen=True, eq=False)
+class _Person:
+    """One planned identity: who, where, how many images and the seed of those images."""
+
+    split: str  # "lfw" or "train"
+    identity: FaceIdentity
+    count: int
+    images_seq: np.random.SeedSequence
+
+    def files(self) -> list[str]:
+        name = self.identity.name
+        return [f"{self.split}/{name}/{name}_{k:04d}.jpg" for k in range(1, self.count + 1)]
+
+
+def _plan_identity(
+    split: str, id_seq: np.random.SeedSequence, taken: set[str],
+    images_per_identity: Callable[[np.random.Generator], int],
+) -> _Person:
+    """Draw one person (unique name), their look and their number of images."""
     look_seq, images_seq = id_seq.spawn(2)
     rng = np.random.default_rng(look_seq)
     name = _sample_name(rng)
@@ -735,16 +747,46 @@ def _write_identity(
         name = _sample_name(rng)
     taken.add(name)
     identity = sample_identity(rng, name)
-    count = images_per_identity(rng)
-    folder = stage / split / name
-    folder.mkdir()
-    for k, img_seq in enumerate(images_seq.spawn(count), start=1):
-        view = sample_view(identity, np.random.default_rng(img_seq))
-        image, kps = render_face(identity, view)
-        file_name = f"{name}_{k:04d}.jpg"
-        Image.fromarray(image).save(folder / file_name, quality=JPEG_QUALITY)
-        landmarks[f"{split}/{name}/{file_name}"] = kps
-    return name, count
+    return _Person(split, identity, images_per_identity(rng), images_seq)
+
+
+def _plan(
+    seed: int, num_ids: int, num_train_ids: int
+) -> tuple[list[_Person], list[_Person], np.random.SeedSequence]:
+    """The verification people, the training people (drawn after them, so names never repeat)
+    and the seed of the pairs; no image is rendered."""
+    # the third child leaves the first two (and so the LFW part) as in version 1
+    ids_seq, pairs_seq, train_seq = np.random.SeedSequence(seed).spawn(3)
+    taken: set[str] = set()
+    people = [_plan_identity("lfw", s, taken, _images_per_identity) for s in ids_seq.spawn(num_ids)]
+    train = [
+        _plan_identity("train", s, taken, _train_images_per_identity)
+        for s in train_seq.spawn(num_train_ids)
+    ]
+    return people, train, pairs_seq
+
+
+def _render_person(person: _Person, writer: SynthWriter, landmarks: dict[str, np.ndarray]) -> None:
+    """Render and write one planned person's images; their landmarks go to ``landmarks``."""
+    for rel, img_seq in zip(person.files(), person.images_seq.spawn(person.count)):
+        view = sample_view(person.identity, np.random.default_rng(img_seq))
+        image, kps = render_face(person.identity, view)
+        out = io.BytesIO()
+        Image.fromarray(image).save(out, format="JPEG", quality=JPEG_QUALITY)
+        writer.write(rel, out.getvalue())
+        landmarks[rel] = kps
+
+
+_FIXED_FILES = ("pairs.txt", "landmarks.csv")
+
+
+def legacy_files(manifest: dict) -> list[str]:
+    """The files an older generator (manifest without ``files``) wrote for ``manifest``'s seed
+    and sizes (version 1 had no train/): the plan depends on nothing else (``synth_writer``)."""
+    counts = manifest.get("counts", {})
+    num_train = int(counts.get("num_train_ids", 0)) if int(manifest["version"]) >= 2 else 0
+    people, train, _ = _plan(int(manifest["seed"]), int(manifest["num_ids"]), num_train)
+    return [rel for person in people + train for rel in person.files()] + list(_FIXED_FILES)
 
 
 def _make_pairs(
@@ -812,24 +854,6 @@ def _pairs_text(
     return "\n".join(lines) + "\n"
 
 
-def _check_overwrite(root: Path) -> None:
-    """Refuse to overwrite LFW-looking files that this generator did not write."""
-    manifest = root / "manifest.json"
-    ours = False
-    if manifest.is_file():
-        try:
-            ours = json.loads(manifest.read_text()).get("generator") == GENERATOR_NAME
-        except (OSError, ValueError, AttributeError):
-            ours = False
-    clash = [p for p in ("lfw", "train", "pairs.txt", "landmarks.csv") if (root / p).exists()]
-    if clash and not ours:
-        raise DatasetError(
-            f"synthetic-faces: {root} already holds {', '.join(clash)} without a synthetic-faces "
-            "manifest.json; refusing to overwrite what may be real data. Choose another root or "
-            "delete them."
-        )
-
-
 def generate_synthetic_faces(
     root: Path, seed: int = 0, num_ids: int = DEFAULT_IDS, folds: int = 10,
     pairs_per_fold: int = 30, num_train_ids: int = DEFAULT_TRAIN_IDS,
@@ -842,8 +866,10 @@ def generate_synthetic_faces(
     ``manifest.json``. Beside the LFW part it writes a training set of ``num_train_ids`` other
     people in the folder-per-identity layout of face training sets (CASIA-WebFace style),
     ``train/<Name>/<Name>_NNNN.jpg``, 4-10 images each, landmarks in the same CSV; no training
-    identity appears in ``lfw/``. An existing synthetic set at ``root`` is replaced; everything
-    is written to a staging folder first and swapped in. Returns the manifest.
+    identity appears in ``lfw/``. An existing synthetic set at ``root`` is replaced through
+    ``synth_writer.SynthWriter``: only files this generator wrote are deleted or overwritten,
+    anything else is kept, and a folder that may hold real LFW is refused. Returns the manifest
+    (with ``files``: every file written and its SHA-256).
     """
     if folds < 1 or pairs_per_fold < 1 or num_ids < 2 * folds:
         raise ConfigError(
@@ -853,34 +879,19 @@ def generate_synthetic_faces(
         )
     start = time.perf_counter()
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    _check_overwrite(root)
-    stage = root / _STAGING
-    if stage.exists():
-        shutil.rmtree(stage)
-    (stage / "lfw").mkdir(parents=True)
-    (stage / "train").mkdir()
-
-    # the third child leaves the first two (and so the LFW part) as in version 1
-    ids_seq, pairs_seq, train_seq = np.random.SeedSequence(seed).spawn(3)
-    names: list[str] = []
-    counts: list[int] = []
-    landmarks: dict[str, np.ndarray] = {}
-    taken: set[str] = set()
-    for id_seq in ids_seq.spawn(num_ids):
-        name, count = _write_identity(stage, "lfw", id_seq, taken, landmarks, _images_per_identity)
-        names.append(name)
-        counts.append(count)
-    train_counts = [
-        _write_identity(stage, "train", id_seq, taken, landmarks, _train_images_per_identity)[1]
-        for id_seq in train_seq.spawn(num_train_ids)
-    ]
-
+    people, train, pairs_seq = _plan(seed, num_ids, num_train_ids)
+    names = [person.identity.name for person in people]
+    counts = [person.count for person in people]
     blocks = _make_pairs(names, counts, folds, pairs_per_fold, np.random.default_rng(pairs_seq))
-    (stage / "pairs.txt").write_text(_pairs_text(blocks, pairs_per_fold))
-    write_keypoints_csv(stage / "landmarks.csv", landmarks, FACE_KEYPOINTS.names)
-
-    manifest = {
+    writer = SynthWriter(root, GENERATOR_NAME, legacy_files)
+    writer.begin([rel for person in people + train for rel in person.files()] + list(_FIXED_FILES))
+    landmarks: dict[str, np.ndarray] = {}
+    for person in people + train:
+        _render_person(person, writer, landmarks)
+    writer.write("pairs.txt", _pairs_text(blocks, pairs_per_fold).encode("utf-8"))
+    writer.write("landmarks.csv", keypoints_csv_text(landmarks, FACE_KEYPOINTS.names).encode("utf-8"))
+    train_counts = [person.count for person in train]
+    manifest = writer.finish({
         "generator": GENERATOR_NAME,
         "version": SYNTHETIC_FACES_VERSION,
         "seed": seed,
@@ -900,17 +911,7 @@ def generate_synthetic_faces(
         },
         "image_size": [IMAGE_SIZE, IMAGE_SIZE],
         "landmarks": list(FACE_KEYPOINTS.names),
-    }
-    for folder in ("lfw", "train"):
-        if (root / folder).exists():
-            shutil.rmtree(root / folder)
-        os.replace(stage / folder, root / folder)
-    os.replace(stage / "pairs.txt", root / "pairs.txt")
-    os.replace(stage / "landmarks.csv", root / "landmarks.csv")
-    tmp = stage / "manifest.json"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, root / "manifest.json")
-    shutil.rmtree(stage)
+    })
     logger.info(
         "synthetic-faces: %d identities, %d images, %d pairs written to %s in %.1f s",
         num_ids, sum(counts), 2 * folds * pairs_per_fold, root, time.perf_counter() - start,

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import colorsys
 import io
-import json
 import logging
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +33,9 @@ from PIL import Image, ImageDraw
 
 from reidbench.data import geometry
 from reidbench.datasets.base import BODY_KEYPOINTS, DISTRACTOR_PID, JUNK_PID
-from reidbench.datasets.keypoints import write_keypoints_csv
-from reidbench.errors import ConfigError, DatasetError
+from reidbench.datasets.keypoints import keypoints_csv_text
+from reidbench.datasets.synth_writer import SynthWriter
+from reidbench.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +56,6 @@ ACCESSORIES = ("none", "bag", "backpack", "hat")
 _CANVAS_HW = (192, 128)  # canonical body frame (height, width) in pixels
 _CANVAS_MARGIN = 8.0  # free pixels above the head and below the feet in the canonical frame
 _BACKDROP_HW = (192, 224)  # per-camera scene a crop's background is cut from
-_INCOMPLETE_MARKER = ".synthetic-reid-incomplete"
 
 RGB = tuple[int, int, int]
 
@@ -688,28 +685,15 @@ def _render_job(job: _Job, camera: Camera) -> tuple[bytes, np.ndarray | None]:
 # Writing
 
 
-def _prepare_root(root: Path) -> None:
-    """Clear a previous synthetic set in ``root``; refuse to touch anything else."""
-    manifest, marker = root / MANIFEST_FILE, root / _INCOMPLETE_MARKER
-    ours = manifest.is_file() or marker.is_file()
-    if not ours:
-        for split in SPLITS:
-            folder = root / split
-            if folder.is_dir() and any(folder.iterdir()):
-                raise DatasetError(
-                    f"{folder} is not empty and {root} has no {MANIFEST_FILE} from the "
-                    "synthetic-reid generator; refusing to overwrite it. Choose an empty root "
-                    "or delete the folder first."
-                )
-    root.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    if manifest.is_file():
-        manifest.unlink()  # from here on, an interrupted run leaves no manifest
-    for split in SPLITS:
-        if (root / split).is_dir():
-            shutil.rmtree(root / split)
-    if (root / KEYPOINTS_FILE).is_file():
-        (root / KEYPOINTS_FILE).unlink()
+def _planned_files(jobs: list[_Job]) -> list[str]:
+    return [job.rel for job in jobs] + [KEYPOINTS_FILE]
+
+
+def legacy_files(manifest: dict) -> list[str]:
+    """The files an older generator (manifest without ``files``) wrote for ``manifest``'s seed
+    and size: the plan depends on nothing else (``synth_writer``)."""
+    jobs, _ = _plan(int(manifest["seed"]), int(manifest["num_ids"]))
+    return _planned_files(jobs)
 
 
 def generate_synthetic_reid(root: Path, seed: int = 0, num_ids: int = DEFAULT_IDS) -> dict:
@@ -721,7 +705,9 @@ def generate_synthetic_reid(root: Path, seed: int = 0, num_ids: int = DEFAULT_ID
     another camera); its other images are gallery images. ``bounding_box_test`` also holds about
     num_ids/3 distractors (pid 0) and num_ids/6 junk images (pid -1, no keypoints). Images are
     written first, then ``keypoints.csv``, then ``manifest.json``: a manifest means a complete
-    set. An existing synthetic set in ``root`` is replaced.
+    set. An existing synthetic set in ``root`` is replaced, through ``synth_writer.SynthWriter``:
+    only files this generator wrote are deleted or overwritten, anything else is kept, and a
+    folder that may hold real data is refused.
 
     Args:
         root: dataset folder; created if missing.
@@ -729,36 +715,34 @@ def generate_synthetic_reid(root: Path, seed: int = 0, num_ids: int = DEFAULT_ID
         num_ids: number of identities, 2..9999.
 
     Returns:
-        ``{"generator", "version", "seed", "num_ids", "counts": {split folder: images}}``.
+        ``{"generator", "version", "seed", "num_ids", "counts": {split folder: images},
+        "files": {relative path: sha256}}``.
     """
     if not 2 <= num_ids <= 9999:
         raise ConfigError(f"num_ids must be in 2..9999 (4-digit Market pids), got {num_ids}")
     root = Path(root)
     start = time.perf_counter()
-    _prepare_root(root)
     jobs, cameras = _plan(seed, num_ids)
+    writer = SynthWriter(root, GENERATOR_NAME, legacy_files)
+    writer.begin(_planned_files(jobs))
     for split in SPLITS:
-        (root / split).mkdir()
+        (root / split).mkdir(exist_ok=True)
     rows: dict[str, np.ndarray] = {}
     counts = dict.fromkeys(SPLITS, 0)
     for job in jobs:
         data, keypoints = _render_job(job, cameras[job.camera])
-        (root / job.rel).write_bytes(data)
+        writer.write(job.rel, data)
         counts[job.rel.split("/", 1)[0]] += 1
         if keypoints is not None:
             rows[job.rel] = keypoints
-    write_keypoints_csv(root / KEYPOINTS_FILE, rows, BODY_KEYPOINTS.names)
-    manifest = {
+    writer.write(KEYPOINTS_FILE, keypoints_csv_text(rows, BODY_KEYPOINTS.names).encode("utf-8"))
+    manifest = writer.finish({
         "generator": GENERATOR_NAME,
         "version": SYNTHETIC_REID_VERSION,
         "seed": seed,
         "num_ids": num_ids,
         "counts": counts,
-    }
-    tmp = root / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, root / MANIFEST_FILE)
-    (root / _INCOMPLETE_MARKER).unlink()
+    })
     logger.info("synthetic-reid: wrote %d images (%s) to %s in %.1fs", len(jobs), counts, root,
                 time.perf_counter() - start)
     return manifest

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from reidbench.config import DataConfig, RunConfig, from_dict, load_yaml, resolve_config, split_size_suffix
+from reidbench.config import DataConfig, RunConfig, resolve_config, split_size_suffix
 from reidbench.data.perturb import build_perturbation
 from reidbench.datasets.base import ReidSplit
 from reidbench.datasets.catalog import build_dataset
-from reidbench.engine.checkpoint import CHECKPOINT
+from reidbench.engine.checkpoint import CHECKPOINT, error_summary, model_weights, read_checkpoint
 from reidbench.engine.run import run_experiment
 from reidbench.engine.trainer import eval_transform, select_device
 from reidbench.errors import ConfigError, ReidbenchError
@@ -39,14 +39,15 @@ from reidbench.evaluation.robustness import (
 )
 from reidbench.models import build_model
 from reidbench.registry import MODELS
-from reidbench.reporting.leaderboard import rebuild_leaderboard
-from reidbench.reporting.records import CONFIG, TIMINGS, git_commit, list_runs
+from reidbench.reporting.leaderboard import check_outputs, output_paths, rebuild_leaderboard
+from reidbench.reporting.records import CONFIG, TIMINGS, git_commit, list_runs, read_run_config
 from reidbench.reporting.robustness import (
     PerSample,
     Row,
     cell_rows,
     examples_png,
     per_sample_arrays,
+    report_paths,
     write_report,
 )
 
@@ -68,17 +69,27 @@ class ModelSource:
 
 
 def source_from_run(run_dir: Path) -> ModelSource:
-    """The model recorded in ``run_dir`` (config.yaml + checkpoint.pt)."""
-    cfg = from_dict(RunConfig, load_yaml(run_dir / CONFIG))
+    """The model recorded in ``run_dir`` (config.yaml, read strictly, + checkpoint.pt)."""
+    cfg = read_run_config(run_dir / CONFIG)
     ckpt = run_dir / CHECKPOINT
     if not ckpt.is_file():
         raise ReidbenchError(
             f"run {run_dir.name} has no {CHECKPOINT} (weights are not committed): retrain it with "
             f"`reidbench run --model {cfg.model.name} --dataset {cfg.data.name}` or pass --checkpoint"
         )
-    timings = run_dir / TIMINGS
-    seconds = json.loads(timings.read_text()).get("train_seconds") if timings.is_file() else None
-    return ModelSource(cfg, ckpt, run_dir.name, seconds)
+    return ModelSource(cfg, ckpt, run_dir.name, _train_seconds(run_dir / TIMINGS))
+
+
+def _train_seconds(path: Path) -> float | None:
+    """``train_seconds`` of a run's timings.json (metadata only: None if absent or unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        seconds = json.loads(path.read_text(encoding="utf-8")).get("train_seconds")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        log.warning("ignored %s: %s", path, exc)
+        return None
+    return seconds if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None
 
 
 def find_run(runs_dir: Path, target: str) -> Path:
@@ -100,7 +111,7 @@ def latest_run(runs_dir: Path, model: str, dataset: str) -> Path:
     without_weights = []
     for run_dir in reversed(list_runs(runs_dir, complete=True)):
         try:
-            cfg = from_dict(RunConfig, load_yaml(run_dir / CONFIG))
+            cfg = read_run_config(run_dir / CONFIG)
         except ReidbenchError:
             continue
         if not _matches(cfg, model) or cfg.data.name != dataset or cfg.data.aug_affine:
@@ -146,7 +157,7 @@ def resolve_sources(
             if not path.is_file():
                 raise ReidbenchError(f"--checkpoint {ckpt}: no such file")
             if (path.parent / CONFIG).is_file():
-                cfg = from_dict(RunConfig, load_yaml(path.parent / CONFIG))
+                cfg = read_run_config(path.parent / CONFIG)
                 if not _matches(cfg, model):
                     raise ConfigError(f"{path.parent / CONFIG} describes a {cfg.model.name} model, "
                                       f"not {model}")
@@ -188,21 +199,18 @@ def shared_data_config(sources: list[ModelSource], data_root: str | None = None)
 
 
 def load_model(source: ModelSource, num_keypoints: int, device: torch.device) -> nn.Module:
-    """Rebuild the model from its config and load its weights (the global RNG is untouched)."""
+    """Rebuild the model from its config and load its weights (the global RNG is untouched).
+
+    The checkpoint is read safely (``engine/checkpoint.py``: tensors and plain values only)."""
     cfg = source.cfg
-    try:
-        state = torch.load(source.checkpoint, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file
-        raise ReidbenchError(f"checkpoint {source.checkpoint} cannot be read: {exc}") from None
-    weights = state["model"] if isinstance(state, dict) and "model" in state else state
+    weights = model_weights(read_checkpoint(source.checkpoint), source.checkpoint)
     with torch.random.fork_rng(devices=[]):
         model = build_model(cfg.model, (cfg.data.height, cfg.data.width), num_keypoints)
     try:
         model.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0]
         raise ReidbenchError(f"checkpoint {source.checkpoint} does not fit a {cfg.model.name} "
-                             f"{cfg.model.size} model: {first}") from None
+                             f"{cfg.model.size} model: {error_summary(exc)}") from None
     return model.to(device).eval()
 
 
@@ -214,18 +222,57 @@ class RobustnessResult:
 
 
 def report_id_for(dataset: str, side: str) -> str:
+    """The default report name, ``<dataset>-<side>`` (path-safe)."""
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)
     return f"{safe}-{side}"
+
+
+def check_report_id(report_id: str) -> str:
+    """``report_id`` if it is a plain file name stem (letters, digits, ``-``, ``_``, ``.``; no
+    folder), else a ConfigError: a report id never points outside the report folder."""
+    if not report_id or report_id.startswith(".") or any(
+            not (c.isalnum() or c in "-_.") for c in report_id):
+        raise ConfigError(f"--id {report_id!r}: a report id is a plain name (letters, digits, "
+                          "'-', '_', '.'; not starting with '.'), e.g. market1501-query-mine; "
+                          "the folder is --out")
+    return report_id
+
+
+def check_report_free(out_dir: Path, report_id: str) -> None:
+    """ReidbenchError if any file of report ``report_id`` exists in ``out_dir``: a sweep never
+    replaces a report (e.g. a committed one) unless asked to (``overwrite``)."""
+    existing = [p for p in report_paths(out_dir, report_id).values() if p.exists()]
+    if not existing:
+        return
+    made_by = ""
+    meta = report_paths(out_dir, report_id)["meta"]
+    try:
+        command = json.loads(meta.read_text(encoding="utf-8")).get("command") if meta.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        command = None
+    if isinstance(command, str) and command:
+        made_by = f" (made by `{command}`)"
+    raise ReidbenchError(
+        f"robustness report {out_dir / report_id}.* already exists{made_by}; nothing was "
+        f"evaluated: give --id NAME for a new report (or another --out), or --overwrite to "
+        f"replace it"
+    )
 
 
 def sweep_models(
     sources: list[ModelSource], spec: SweepSpec, out_dir: Path, *, report_id: str | None = None,
     data_root: str | None = None, device: str = "auto", batch_size: int | None = None,
-    command: str = "", progress: bool = True,
+    command: str = "", progress: bool = True, overwrite: bool = False,
 ) -> RobustnessResult:
-    """Sweep every source on the shared dataset and write ``out_dir/<report_id>.{csv,md,png,json}``."""
+    """Sweep every source on the shared dataset and write ``out_dir/<report_id>.{csv,md,png,json}``.
+
+    An existing report of that id is an error checked before anything is evaluated, unless
+    ``overwrite`` (``reidbench bench`` regenerates its own report; ``robustness --overwrite``).
+    """
     if not sources:
         raise ConfigError("no models to evaluate")
+    if report_id is not None:
+        check_report_id(report_id)
     data_cfg = shared_data_config(sources, data_root)
     split = build_dataset(data_cfg)
     data = SweepData.from_split(split)
@@ -236,6 +283,8 @@ def sweep_models(
     spec = replace(spec, perturbations=perturbations)
     dev = select_device(device)
     report_id = report_id or report_id_for(split.name, spec.side)
+    if not overwrite:
+        check_report_free(out_dir, report_id)
     per_model = 1 + len(perturbations) * len(spec.severities)
     log.info("robustness on %s (%s, perturbed side: %s): %d models x %d perturbations x "
              "severities %s", split.name, data.task, spec.side, len(sources), len(perturbations),
@@ -316,8 +365,12 @@ def run_bench(
     configs = [resolve_config(dataset, m, config_file, flags, overrides) for m in models]
     for cfg in configs:  # fail before training anything
         MODELS.get(cfg.model.name)
+    if report_id is not None:
+        check_report_id(report_id)
     for name in spec.perturbations:
         build_perturbation(name)
+    leaderboard = results_dir / "leaderboard.csv"
+    check_outputs(output_paths(leaderboard))  # never train for hours, then refuse to write
     stages = tqdm(total=len(configs) + 1, desc=f"bench {dataset}", unit="step", disable=not progress)
     run_dirs = []
     for i, cfg in enumerate(configs):
@@ -330,13 +383,12 @@ def run_bench(
     stages.set_postfix_str("robustness")
     log.info("[%d/%d] robustness sweep of %d models", len(configs) + 1, len(configs) + 1, len(configs))
     sources = [source_from_run(d) for d in run_dirs]
-    robustness = sweep_models(
+    robustness = sweep_models(  # bench regenerates its own report: it replaces <id>.* there
         sources, spec, results_dir / "robustness", report_id=report_id,
-        device=configs[0].train.device, command=command, progress=progress,
+        device=configs[0].train.device, command=command, progress=progress, overwrite=True,
     )
     stages.update()
     stages.close()
-    leaderboard = results_dir / "leaderboard.csv"
     rows, skipped = rebuild_leaderboard(runs_dir, leaderboard)
     log.info("rebuilt %s (%d runs, %d skipped)", leaderboard, len(rows), len(skipped))
     seconds = time.perf_counter() - start

@@ -9,11 +9,17 @@ Records: each epoch appends to ``history.jsonl`` the mean of every loss term (un
 the weighted total, of the gradient norm before clipping (``grad_norm``) and of the terms'
 diagnostics (``CombinedLoss.diagnostics``, e.g. ``rp_triplet_d_neg``). A NaN or infinite
 loss term or gradient stops the run with a message naming the term (or the gradient) and the
-step; a record with ``stopped`` is appended and the checkpoint of the last finished epoch kept.
+step; so does a weight (parameter or buffer of the model or the loss) that is NaN or infinite
+at the end of an epoch, named with the epoch, before it can be saved. A record with
+``stopped`` is appended and the checkpoint of the last finished epoch kept.
+
+Errors raised while loading a batch in a DataLoader worker (``data.num_workers`` > 0) arrive
+wrapped in the worker's traceback; they are unwrapped to the original one-line error.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -32,7 +38,7 @@ from reidbench.data.perturb import affine_range
 from reidbench.data.sampler import build_sampler
 from reidbench.data.transforms import Transform
 from reidbench.datasets.base import FaceSplit, ReidSplit
-from reidbench.engine.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from reidbench.engine.checkpoint import CHECKPOINT, error_summary, load_checkpoint, save_checkpoint
 from reidbench.errors import ReidbenchError
 from reidbench.losses import CombinedLoss, TrainOutputs, build_loss
 from reidbench.models import EmbeddingModel, build_model
@@ -44,8 +50,16 @@ log = logging.getLogger(__name__)
 TrainSplit = ReidSplit | FaceSplit  # anything with .train, .keypoint_schema, .num_train_pids
 
 
-class NonFiniteLoss(ReidbenchError):
-    """A loss term became NaN or infinite; the last good checkpoint is kept."""
+class NonFiniteTraining(ReidbenchError):
+    """Training produced a NaN or infinite number; the last good checkpoint is kept."""
+
+
+class NonFiniteLoss(NonFiniteTraining):
+    """A loss term or the gradient norm became NaN or infinite."""
+
+
+class NonFiniteWeights(NonFiniteTraining):
+    """A parameter or buffer of the model or the loss became NaN or infinite."""
 
 
 @dataclass
@@ -152,15 +166,40 @@ def train(
         torch.manual_seed(cfg.train.seed)
         state = build_state(cfg, split, steps_per_epoch)
         if resume:
-            _restore(state, load_checkpoint(run_dir))
+            _restore(state, load_checkpoint(run_dir), run_dir / CHECKPOINT)
             log.info("resumed %s after epoch %d (step %d)", run_dir.name, state.epoch, state.step)
         state.model.to(device)
         state.loss.to(device)
         _move_optimizer(state.optimizer, device)
-        for epoch in range(state.epoch, cfg.train.epochs):
-            sampler.set_epoch(epoch)
-            _train_epoch(state, loader, device, cfg, epoch, run_dir, progress)
+        try:
+            for epoch in range(state.epoch, cfg.train.epochs):
+                sampler.set_epoch(epoch)
+                _train_epoch(state, loader, device, cfg, epoch, run_dir, progress)
+        except Exception as exc:
+            original = worker_error(exc)
+            if original is None:
+                raise
+            raise original from None
     return state
+
+
+def worker_error(exc: BaseException) -> ReidbenchError | None:
+    """The reidbench error a DataLoader worker raised, unwrapped from the worker's traceback
+    that PyTorch puts in its message (None if ``exc`` is something else)."""
+    text = str(exc)
+    if "in DataLoader worker process" not in text:
+        return None
+    start = text.rfind("\nreidbench.")  # the traceback's last line: "reidbench.x.Error: message"
+    if start < 0:
+        return None
+    _, sep, message = text[start + 1:].partition(": ")
+    if not sep:
+        return None
+    cls = type(exc) if isinstance(exc, ReidbenchError) else ReidbenchError
+    try:
+        return cls(message.strip())
+    except TypeError:  # an error class with other constructor arguments
+        return ReidbenchError(message.strip())
 
 
 def _train_epoch(
@@ -195,6 +234,10 @@ def _train_epoch(
         for name, number in state.loss.diagnostics().items():
             sums[name] = sums.get(name, 0.0) + number
         bar.set_postfix({k: f"{v / (bar.n + 1):.3f}" for k, v in sums.items()})
+    bad = non_finite_weights(state)
+    if bad:
+        _stop(state, run_dir, sums, epoch, len(loader), bad, end_of_epoch=True,
+              error=NonFiniteWeights)
     seconds = time.perf_counter() - start
     state.train_seconds += seconds
     state.epoch = epoch + 1
@@ -225,10 +268,29 @@ def _train_outputs(
                         num_prefix_tokens=getattr(backbone, "num_prefix_tokens", 1))
 
 
+def non_finite_weights(state: TrainState) -> str | None:
+    """What is non-finite among the weights (parameters and floating-point buffers of the model
+    and the loss), naming the first such tensor; None if all are finite."""
+    bad: list[tuple[str, torch.Tensor]] = []
+    for prefix, module in (("model", state.model), ("loss", state.loss)):
+        for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad.append((f"{prefix}.{name}", tensor))
+    if not bad:
+        return None
+    name, tensor = bad[0]
+    nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+    others = f" (and {len(bad) - 1} more weight tensors)" if len(bad) > 1 else ""
+    return (f"weight {name!r} is non-finite ({nan} NaN and {inf} infinite of {tensor.numel()} "
+            f"values){others}")
+
+
 def _stop(
-    state: TrainState, run_dir: Path, sums: dict[str, float], epoch: int, done: int, what: str
+    state: TrainState, run_dir: Path, sums: dict[str, float], epoch: int, done: int, what: str,
+    end_of_epoch: bool = False, error: type[NonFiniteTraining] = NonFiniteLoss,
 ) -> None:
-    """Record the non-finite step in history.jsonl (after the completed epochs) and raise.
+    """Record the non-finite step (or, with ``end_of_epoch``, the epoch whose weights became
+    non-finite) in history.jsonl after the completed epochs, and raise ``error``.
 
     ``sums`` holds the loss sums of the ``done`` good steps of this epoch, recorded as means.
 
@@ -237,12 +299,15 @@ def _stop(
     """
     kept = (f"the last good checkpoint ({run_dir / CHECKPOINT}, epoch {state.epoch}) is kept"
             if state.epoch else "no epoch had finished, so there is no checkpoint")
-    message = f"{what} at epoch {epoch + 1}, step {state.step + 1}; training stopped, {kept}"
-    partial = {"epoch": epoch + 1, "step": state.step + 1, "stopped": message, "good_steps": done,
+    step = state.step if end_of_epoch else state.step + 1
+    where = (f"at the end of epoch {epoch + 1} (step {step})" if end_of_epoch
+             else f"at epoch {epoch + 1}, step {step}")
+    message = f"{what} {where}; training stopped, {kept}"
+    partial = {"epoch": epoch + 1, "step": step, "stopped": message, "good_steps": done,
                **{k: v / max(1, done) for k, v in sums.items()}}
     atomic_write_text(run_dir / HISTORY,
                       "".join(json.dumps(r) + "\n" for r in [*state.history, partial]))
-    raise NonFiniteLoss(message)
+    raise error(message)
 
 
 def _snapshot(state: TrainState) -> dict[str, Any]:
@@ -260,17 +325,23 @@ def _snapshot(state: TrainState) -> dict[str, Any]:
     }
 
 
-def _restore(state: TrainState, ckpt: dict[str, Any]) -> None:
-    state.model.load_state_dict(ckpt["model"])
-    state.loss.load_state_dict(ckpt["loss"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
-    state.scheduler.load_state_dict(ckpt["scheduler"])
-    state.epoch, state.step = int(ckpt["epoch"]), int(ckpt["step"])
-    state.train_seconds = float(ckpt.get("train_seconds", 0.0))
-    state.history = list(ckpt.get("history", []))
-    torch.set_rng_state(ckpt["torch_rng"])
-    if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+def _restore(state: TrainState, ckpt: dict[str, Any], path: Path) -> None:
+    """Load a checked training checkpoint (``load_checkpoint``) into ``state``; a checkpoint
+    that does not fit this run's model, loss or optimizer is one error naming ``path``."""
+    try:
+        state.model.load_state_dict(ckpt["model"])
+        state.loss.load_state_dict(ckpt["loss"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ReidbenchError(f"checkpoint {path} does not fit this run's model, loss or "
+                             f"optimizer: {error_summary(exc)}") from None
+    state.epoch, state.step = ckpt["epoch"], ckpt["step"]
+    state.train_seconds = float(ckpt["train_seconds"])
+    state.history = list(ckpt["history"])
 
 
 def _move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:

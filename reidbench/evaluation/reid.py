@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from reidbench.data.loader import ImageDataset, batch_keypoints, make_loader
 from reidbench.errors import ConfigError
+from reidbench.metrics.finite import check_finite
 from reidbench.metrics.rank import RankResult, evaluate_ranking_features
 
 if TYPE_CHECKING:
@@ -68,10 +69,13 @@ def extract_features(
 ) -> Features:
     """Run ``model`` in eval mode over ``dataset`` in order. With ``flip``, each feature is the
     sum of the image's and its mirror's (flip-test fusion); ``flip_perm`` swaps left/right
-    keypoints of the mirror."""
+    keypoints of the mirror.
+
+    Non-finite features (a diverged model, a NaN input) raise ReidbenchError naming ``desc``,
+    how many rows and the first row's image."""
     model.eval()
     loader = make_loader(dataset, batch_size)
-    feats, pids, camids = [], [], []
+    feats, pids, camids, records = [], [], [], []
     for batch in tqdm(single_threaded(loader), desc=desc, total=len(loader), leave=False,
                       disable=not progress):
         images = batch["image"].to(device)
@@ -83,9 +87,12 @@ def extract_features(
         feats.append(out.float().cpu())
         pids.append(batch["pid"])
         camids.append(batch["camid"])
+        records.append(batch["index"])
+    out = torch.cat(feats).numpy()
+    record_index = torch.cat(records).numpy()
+    check_finite(out, desc, lambda row: f"image {dataset.records[int(record_index[row])].path}")
     return Features(
-        torch.cat(feats).numpy(), torch.cat(pids).numpy().astype(np.int64),
-        torch.cat(camids).numpy().astype(np.int64),
+        out, torch.cat(pids).numpy().astype(np.int64), torch.cat(camids).numpy().astype(np.int64),
     )
 
 

@@ -35,6 +35,7 @@ from reidbench.datasets.base import FaceSplit, ImageRecord, ReidSplit, Verificat
 from reidbench.errors import ConfigError
 from reidbench.evaluation.reid import Features, evaluate_reid, extract_features
 from reidbench.evaluation.verification import pair_scores
+from reidbench.metrics.validate import check_metrics
 from reidbench.metrics.verification import kfold_accuracy, verification_metrics
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,11 @@ class Cell:
     #   comparisons: re-ID, the AP of each valid query; verification, 1/0 whether each pair is
     #   classified right at its fold's k-fold threshold (their mean is the k-fold accuracy when
     #   the folds have equal size)
+
+    def __post_init__(self) -> None:  # no cell, hence no robustness row, holds an impossible value
+        check_metrics({"values": self.values, "stderr": self.stderr, "num_samples": self.num_samples,
+                       "seconds": self.seconds},
+                      f"robustness cell {self.perturbation} severity {self.severity}")
 
 
 class ImageStore:
@@ -190,8 +196,13 @@ class Extractor:
     flip: bool = False  # flip test (mirror keypoints too)
 
     def __call__(self, dataset: ImageDataset, flip_perm: tuple[int, ...] | None) -> Features:
-        return extract_features(self.model, dataset, self.batch_size, self.device, progress=False,
-                                flip=self.flip, flip_perm=flip_perm)
+        desc = "features"  # names the images in a non-finite features error
+        if isinstance(dataset, PerturbedDataset):
+            pert = dataset.perturbation
+            desc = f"{dataset.stream} features" + (
+                f" ({pert.name}, severity {dataset.severity})" if pert and dataset.severity else "")
+        return extract_features(self.model, dataset, self.batch_size, self.device, desc=desc,
+                                progress=False, flip=self.flip, flip_perm=flip_perm)
 
 
 def applicable(names: tuple[str, ...], num_keypoints: int) -> tuple[str, ...]:

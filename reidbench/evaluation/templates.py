@@ -9,6 +9,9 @@ cosine similarity, in chunks, so millions of pairs never need a (pairs, D) buffe
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from reidbench.metrics.finite import check_finite, safe_joint, safe_rows
 
 
 def template_features(
@@ -20,8 +23,14 @@ def template_features(
         features: (N, D) image features (normalised or not, as the caller's protocol wants).
         template_ids: (N,) template of each image.
         media_ids: (N,) media of each image (ids may repeat across templates).
+
+    NaN/inf features raise ReidbenchError. Features of extreme magnitude are first scaled by one
+    power of two (relative weights kept) and each template's sum by its own before the norm, so
+    finite features give unit templates whatever their scale.
     """
-    feats = np.asarray(features, dtype=np.float64)
+    check_finite(np.asarray(features), "template image features")
+    (feats_t,) = safe_joint(np.asarray(features, dtype=np.float64), dtype=torch.float64)
+    feats = feats_t.numpy()
     templates, t_index = np.unique(np.asarray(template_ids), return_inverse=True)
     # one group per (template, media) pair: mean over its images
     pairs = np.stack([t_index, np.asarray(media_ids)], axis=1)
@@ -33,6 +42,7 @@ def template_features(
     media_means = sums / counts
     out = np.zeros((len(templates), feats.shape[1]))
     np.add.at(out, groups[:, 0], media_means)
+    out = safe_rows(out, dtype=torch.float64).numpy()
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return templates, (out / np.maximum(norms, 1e-12)).astype(np.float32)
 

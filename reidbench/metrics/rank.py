@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from reidbench.errors import ReidbenchError
+from reidbench.metrics.finite import check_finite, safe_joint, safe_rows
+
 
 @dataclass(frozen=True)
 class RankResult:
@@ -82,9 +85,19 @@ def evaluate_ranking_features(
 ) -> RankResult:
     """Rank metrics straight from (Nq, D) and (Ng, D) features, scored chunk by chunk of
     queries, so no (Nq, Ng) matrix exists. ``metric`` is "cosine" (similarity of L2-normalised
-    features) or "euclidean" (L2 distance, smaller first)."""
-    q = torch.as_tensor(np.asarray(query) if not isinstance(query, torch.Tensor) else query).float()
-    g = torch.as_tensor(np.asarray(gallery) if not isinstance(gallery, torch.Tensor) else gallery).float()
+    features) or "euclidean" (L2 distance, smaller first).
+
+    NaN/inf features raise ReidbenchError naming the rows; finite features of any magnitude
+    rank correctly (``metrics.finite``: rows are rescaled by powers of two before a norm or a
+    distance could overflow)."""
+    q = torch.as_tensor(np.asarray(query) if not isinstance(query, torch.Tensor) else query)
+    g = torch.as_tensor(np.asarray(gallery) if not isinstance(gallery, torch.Tensor) else gallery)
+    check_finite(q, "query features")
+    check_finite(g, "gallery features")
+    if metric == "cosine":
+        q, g = safe_rows(q), safe_rows(g)
+    elif metric == "euclidean":
+        q, g = safe_joint(q, g)
     if junk_pid is not None:  # junk is never ranked: leave it out before scoring
         keep = np.asarray(gallery_pids) != junk_pid
         if not keep.all():
@@ -131,6 +144,7 @@ def rank_from_scores(
     qc = torch.as_tensor(np.asarray(query_camids)) if use_cams else None
     gc = torch.as_tensor(np.asarray(gallery_camids)) if use_cams else None
     max_rank = min(max_rank, ng)
+    keep: torch.Tensor | None = None  # original gallery index of each column, when junk is dropped
     if junk_pid is not None and bool((gp == junk_pid).any()):
         keep = torch.nonzero(gp != junk_pid).view(-1)
         gp, gc = gp[keep], gc[keep] if gc is not None else None
@@ -148,6 +162,7 @@ def rank_from_scores(
     for start in range(0, nq, rows_per_chunk):
         sl = slice(start, min(nq, start + rows_per_chunk))
         chunk = row_scores(sl).contiguous()  # (C, Ng)
+        _check_scores(chunk, sl.start, keep)
         ranks, npos, tied = _ranks_by_histogram(chunk, table, q_group[sl],
                                                 qc[sl] if qc is not None else None, gc)
         if tied.any():  # exact ties with a positive: direct comparison for those rows
@@ -190,6 +205,21 @@ def rank_from_scores(
 
 
 _PAD = torch.iinfo(torch.long).max
+
+
+def _check_scores(chunk: torch.Tensor, start: int, columns: torch.Tensor | None) -> None:
+    """Refuse NaN/inf scores: every comparison with NaN is false and ranks built on them are
+    meaningless (they gave mAP above 1)."""
+    bad = ~torch.isfinite(chunk)
+    if not bool(bad.any()):
+        return
+    rows = bad.any(1)
+    row, col = (int(i) for i in torch.nonzero(bad)[0])
+    gallery = int(columns[col]) if columns is not None else col
+    raise ReidbenchError(
+        f"scores: {int(rows.sum())} of the queries {start}..{start + len(chunk) - 1} have NaN/inf "
+        f"scores (first: query {start + row}, gallery {gallery}, score {float(chunk[row, col])}); "
+        "the features or the scoring are not finite")
 
 
 def _pad_to(ranks: torch.Tensor, width: int) -> torch.Tensor:
@@ -297,14 +327,20 @@ class TopKResult:
 def evaluate_topk(
     ids: np.ndarray, query_pids: np.ndarray, gallery_pids: np.ndarray,
     query_camids: np.ndarray | None, gallery_camids: np.ndarray | None,
-    *, junk_pid: int | None = -1,
+    *, junk_pid: int | None = -1, k: int | None = None,
 ) -> TopKResult:
-    """Truncated metrics from (Nq, k) retrieval lists (gallery ids best first, -1 = none) under
-    the standard protocol: same pid + same camera and junk are removed from each list; a query
-    with no valid positive in the whole gallery is skipped."""
+    """Truncated metrics from (Nq, L) retrieval lists (gallery ids best first, -1 = none) under
+    the standard protocol: same pid + same camera and junk are removed from each list, which is
+    then cut to its first ``k`` valid items (default: L); a query with no valid positive in the
+    whole gallery is skipped.
+
+    The metrics are exact up to rank ``k`` only if every list holds at least ``k`` valid items
+    (or all of them): lists of exactly ``k`` lose a slot to each removed item they contain, so
+    search wider (``retrieval.topk.evaluate_index_topk`` does)."""
     qp, gp = np.asarray(query_pids), np.asarray(gallery_pids)
     use_cams = query_camids is not None and gallery_camids is not None
-    nq, k = ids.shape
+    nq, width = ids.shape
+    k = width if k is None else k
     junk = gp == junk_pid if junk_pid is not None else np.zeros(len(gp), bool)
     g_ids, g_counts = np.unique(gp[~junk], return_counts=True)
     cmc_counts = np.zeros(k)
@@ -320,7 +356,7 @@ def evaluate_topk(
         keep = ~junk[row]
         if use_cams:
             keep &= ~((gp[row] == qp[i]) & (np.asarray(gallery_camids)[row] == query_camids[i]))
-        hits = np.flatnonzero(gp[row[keep]] == qp[i])
+        hits = np.flatnonzero(gp[row[keep][:k]] == qp[i])
         if len(hits):
             cmc_counts[hits[0]:] += 1
         aps.append(float(np.sum((np.arange(len(hits)) + 1) / (hits + 1)) / total))

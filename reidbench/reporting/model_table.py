@@ -6,11 +6,18 @@ measured with one forward pass at batch 1 in eval mode under ``torch.utils.flop_
 FLOPs follow torch's convention: a multiply-add counts as 2 FLOPs, and only matmul-like
 operators are counted (linear, conv, (b)mm, scaled-dot-product attention); norms, activations,
 softmax, pooling and ``grid_sample`` are not.
+
+Attention is counted on every torch version alike: scaled-dot-product attention by
+``sdpa_flops`` for every fused kernel torch may dispatch to, and the in-place batched matmul of
+the chunked bucket attention (``baddbmm_``: q k^T added onto the relative bias) as a matmul,
+whether or not the installed torch's own FLOP table knows them (torch 2.14's knows neither the
+CPU attention kernel nor in-place matmuls, and counted 0 for them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,9 +36,46 @@ COLUMNS: tuple[tuple[str, str], ...] = (  # (row key, header)
 )
 
 
+# fused scaled-dot-product attention forward kernels (the first three tensor arguments are
+# q, k, v); names absent from the installed torch are skipped
+_SDPA_OPS = (
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+)
+
+
+def sdpa_flops(query_shape: Sequence[int], key_shape: Sequence[int],
+               value_shape: Sequence[int], *_: Any, **__: Any) -> int:
+    """FLOPs of softmax(q k^T) v for (B, Hq, Tq, d) queries and (B, Hkv, Tk, d|dv) keys and
+    values (grouped heads broadcast): the two matmuls, 2 (B Hq Tq Tk d + B Hq Tq Tk dv)."""
+    b, h, tq, d = query_shape
+    tk, dv = key_shape[-2], value_shape[-1]
+    return 2 * b * h * tq * tk * (d + dv)
+
+
+def _inplace_matmul_flops(_: Sequence[int], a: Sequence[int], b: Sequence[int], *__: Any,
+                          **___: Any) -> int:
+    """FLOPs of ``self.baddbmm_(a, b)`` / ``self.addmm_(a, b)``: those of a @ b (the scaled
+    add is not counted, as for the out-of-place forms)."""
+    return 2 * math.prod(a) * b[-1]
+
+
+def _attention_mapping() -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for names, formula in ((_SDPA_OPS, sdpa_flops), (("baddbmm_", "addmm_"), _inplace_matmul_flops)):
+        for name in names:
+            op = getattr(torch.ops.aten, name, None)
+            if op is not None:
+                mapping[op] = formula
+    return mapping
+
+
 def count_flops(model: torch.nn.Module, *inputs: Any) -> int:
-    """FLOPs of ``model(*inputs)`` (multiply-add = 2), run without gradients."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    """FLOPs of ``model(*inputs)`` (multiply-add = 2), run without gradients; attention is
+    counted by ``sdpa_flops`` on every torch version."""
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_attention_mapping()) as counter:
         model(*inputs)
     return int(counter.get_total_flops())
 

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 import torch
 
 from reidbench.errors import ConfigError
+from reidbench.metrics.finite import check_finite, safe_joint, safe_rows
 from reidbench.metrics.rank import RankResult, rank_from_scores
 from reidbench.retrieval.index import build_index
 
@@ -166,8 +167,12 @@ def k_reciprocal_distances(
     "hnsw" approximate them for very large sets).
     """
     p = params or RerankParams()
-    q = torch.as_tensor(np.asarray(query, dtype=np.float32))
-    g = torch.as_tensor(np.asarray(gallery, dtype=np.float32))
+    check_finite(np.asarray(query), "query features")
+    check_finite(np.asarray(gallery), "gallery features")
+    if metric == "cosine":  # extreme magnitudes rescaled exactly (metrics.finite)
+        q, g = safe_rows(np.asarray(query)), safe_rows(np.asarray(gallery))
+    else:
+        q, g = safe_joint(np.asarray(query), np.asarray(gallery))
     nq, n = len(q), len(q) + len(g)
     x = torch.cat([q, g])
     dist = _SquaredDistance(x, metric)

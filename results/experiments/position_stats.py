@@ -18,24 +18,26 @@ from typing import Any
 
 import torch
 
-from reidbench.config import RunConfig, from_dict, load_yaml
+from reidbench.config import RunConfig
 from reidbench.data.loader import ImageDataset, batch_keypoints, make_loader
 from reidbench.data.sampler import PKSampler
 from reidbench.datasets.catalog import build_dataset
+from reidbench.engine.checkpoint import model_weights, read_checkpoint
 from reidbench.engine.trainer import eval_transform, keypoint_count
 from reidbench.losses.functional import relation_vectors, top_patches
 from reidbench.losses.positional import relation_statistics
 from reidbench.models import build_model
+from reidbench.reporting.records import read_run_config
 
 BATCHES, TOPN = 4, 8
 
 
 @torch.no_grad()
 def stats(run: Path) -> dict[str, Any]:
-    cfg: RunConfig = from_dict(RunConfig, load_yaml(run / "config.yaml"))
+    cfg: RunConfig = read_run_config(run / "config.yaml")
     split = build_dataset(cfg.data)
     model = build_model(cfg.model, (cfg.data.height, cfg.data.width), keypoint_count(split))
-    model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")["model"])
+    model.load_state_dict(model_weights(read_checkpoint(run / "checkpoint.pt"), run / "checkpoint.pt"))
     model.eval()
     backbone = model.backbone
     out: dict[str, Any] = {"abs_norm": float(backbone.pos_embed.patch_embeddings().norm(dim=1).mean())}
