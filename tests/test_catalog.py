@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,24 @@ def test_synthetic_reid_generated_once_then_reused(tmp_path: Path) -> None:
     assert isinstance(split, ReidSplit) and split.keypoint_schema is not None
     assert all(r.keypoints is not None and r.keypoints.shape == (10, 2) for r in split.train)
     manifest = tmp_path / "synthetic-reid" / "manifest.json"
+    # the reader finds exactly what the generator says it wrote (junk -1 files left out)
+    written = json.loads(manifest.read_text())
+    counts, files = written["counts"], written["files"]
+    junk = {folder: sum(f.startswith(f"{folder}/-1_") for f in files) for folder in counts}
+    assert len(split.train) == counts["bounding_box_train"] - junk["bounding_box_train"]
+    assert len(split.query) == counts["query"] - junk["query"]
+    assert len(split.gallery) == counts["bounding_box_test"] - junk["bounding_box_test"]
+    assert sum(counts.values()) == sum(f.split("/")[0] in counts for f in files)
+    train_ids = {r.pid for r in split.train}
+    test_ids = {r.pid for r in split.query} | {r.pid for r in split.gallery if r.pid != 0}  # 0: distractors
+    assert train_ids == set(range(len(train_ids)))  # relabelled
+    assert len(train_ids) + len(test_ids) == written["num_ids"] == 12
+    # keypoints are the sidecar's rows, joined by file name
+    with (tmp_path / "synthetic-reid" / "keypoints.csv").open() as fh:
+        sidecar = {r["path"]: [float(v) for k, v in r.items() if k != "path"] for r in csv.DictReader(fh)}
+    for record in split.query + split.gallery[:5]:
+        key = Path(record.path).relative_to(tmp_path / "synthetic-reid").as_posix()
+        assert record.keypoints.reshape(-1).tolist() == pytest.approx(sidecar[key], abs=1e-6)
     stamp = manifest.stat().st_mtime_ns
     build_dataset(DataConfig(name="synthetic-reid", root=str(tmp_path)))  # any size accepted
     assert manifest.stat().st_mtime_ns == stamp
@@ -58,6 +78,17 @@ def test_synthetic_faces_has_train_identities_and_pairs(tmp_path: Path) -> None:
     train_people = {Path(r.path).parent.name for r in data.train}
     assert not train_people & set(vs.identities)  # training identities are never verified
     assert sorted({r.pid for r in data.train}) == list(range(len(train_people)))
+    # the reader finds exactly what the generator says it wrote
+    counts = json.loads((tmp_path / "synthetic-faces" / "manifest.json").read_text())["counts"]
+    assert (len(data.train), len(train_people)) == (counts["train_images"], counts["train_identities"]) == (
+        counts["train_images"], 10)
+    assert (len(vs.images), len(vs.identities)) == (counts["images"], counts["identities"])
+    assert len(vs.labels) == counts["pairs"] == counts["matched_pairs"] + counts["mismatched_pairs"]
+    assert int(vs.labels.sum()) == counts["matched_pairs"]
+    per_fold = Counter(zip(vs.folds.tolist(), vs.labels.tolist()))  # LFW: n matched + n mismatched each
+    assert per_fold == {(f, y): counts["pairs_per_fold"] for f in range(counts["folds"]) for y in (0, 1)}
+    same = [vs.images[a].pid == vs.images[b].pid for a, b in vs.pairs]
+    assert same == [bool(y) for y in vs.labels]  # a matched pair is one person, a mismatched two
 
 
 def test_cli_synth_and_preview(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

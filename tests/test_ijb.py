@@ -179,12 +179,28 @@ def test_evaluation_path_end_to_end(tmp_path: Path) -> None:
     ijb_tree(tmp_path / "IJBB")
     ts = build_dataset(DataConfig(name="ijbb", root=str(tmp_path)))
     torch.manual_seed(0)
-    model = build_model(ModelConfig(name="kprpe", depth=1), (112, 112), 5)
+    # depth 2: in one block the CLS query row gets a single prefix bias, so only through the
+    # patch tokens of an earlier block do the landmarks reach the embedding
+    model = build_model(ModelConfig(name="kprpe", depth=2), (112, 112), 5)
     tf = Transform(112, 112, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    feats = extract_features(model, ImageDataset(ts.images, tf, 5), 4, torch.device("cpu"), progress=False)
-    assert feats.feats.shape[0] == len(ts.images) and np.isfinite(feats.feats).all()
+    with torch.no_grad():  # non-zero KP-RPE tables, so the landmarks matter
+        for p in model.backbone.kprpe.parameters():
+            p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    dataset = ImageDataset(ts.images, tf, 5)
+    feats = extract_features(model, dataset, 4, torch.device("cpu"), progress=False)
+    assert feats.feats.shape == (len(ts.images), model.dim)
+    # each row is the model's embedding of that aligned crop with its own landmarks, in order
+    model.eval()
+    with torch.no_grad():
+        for i in (0, 4, 8):
+            item = dataset[i]
+            one = model(item["image"][None], item["keypoints"][None]).numpy()[0]
+            np.testing.assert_allclose(feats.feats[i], one, rtol=1e-5, atol=1e-5)
+            assert not np.allclose(one, model(item["image"][None]).numpy()[0], atol=1e-4)  # landmarks used
     metrics = evaluate_templates(ts, feats.feats)
-    assert 0.0 <= metrics["auc"] <= 1.0 and metrics["num_pairs"] == len(PAIRS)
+    scores, auc = reference_metrics(ts, feats.feats)
+    assert metrics["auc"] == pytest.approx(auc, abs=1e-9) and metrics["num_pairs"] == len(PAIRS)
+    assert metrics["num_genuine"] == 2 and metrics["num_templates"] == 5
 
 
 def test_run_refuses_a_test_only_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -229,6 +245,21 @@ def test_full_size_meta_files_read_without_images_in_memory(tmp_path: Path) -> N
     ts = read_ijb(tmp_path, IJBC)
     assert len(ts.images) == n and len(ts.labels) == p and ts.num_templates == len(present)
     assert ts.template_pairs.nbytes + ts.labels.nbytes == p * 9  # int32 pairs, int8 labels
-    metrics = evaluate_templates(ts, rng.standard_normal((n, 8)).astype(np.float32))
-    assert metrics["num_pairs"] == p
+    feats = rng.standard_normal((n, 8)).astype(np.float32)
+    metrics = evaluate_templates(ts, feats)
+    assert metrics["num_pairs"] == p and metrics["num_genuine"] == int(pairs[:, 2].sum())
     assert json.dumps(metrics)  # plain types
+    # the AUC of insightface's procedure (vectorised here): detector-weighted image features, mean
+    # per media, sum per template, normalised; cosine per pair
+    weighted = feats.astype(np.float64) * 0.9
+    _, media = np.unique(np.stack([tids, np.arange(n) % 2 + tids * 3], 1), axis=0, return_inverse=True)
+    media_sum = np.zeros((media.max() + 1, 8))
+    np.add.at(media_sum, media, weighted)
+    media_mean = media_sum / np.bincount(media)[:, None]
+    media_template = np.zeros(media.max() + 1, dtype=np.int64)
+    media_template[media] = tids
+    tfeat = np.zeros((4000, 8))
+    np.add.at(tfeat, media_template, media_mean)
+    tfeat[present] /= np.linalg.norm(tfeat[present], axis=1, keepdims=True)
+    scores = np.einsum("pd,pd->p", tfeat[pairs[:, 0]], tfeat[pairs[:, 1]])
+    assert metrics["auc"] == pytest.approx(roc_auc_score(pairs[:, 2], scores), abs=1e-9)

@@ -7,6 +7,7 @@ import itertools
 import math
 
 import pytest
+import rpe_reference as ref
 import torch
 
 from reidbench.layers.attention import Attention
@@ -112,6 +113,43 @@ def test_bucket_ids_match_the_formula(grid: tuple[int, int], method: str) -> Non
     assert int(ids[1:, 1:].max()) < extra
 
 
+# Eq. (18) at ratio 1.9 (alpha 1.9, beta 3.8, gamma 15.2), by hand: |x| <= 1.9 is exact; beyond,
+# 1.9 + ln(|x| / 1.9) / ln 8 * 1.9 rounds to 2 for x = 2, 3 (1.95, 2.32), to 3 for x = 4, 5, 8
+# (2.58, 2.78, 3.21) and is clipped to beta (int 3) for x = 13 (3.66 -> 4 -> 3.8 -> 3).
+# Buckets (b = 3): product (f(dy) + 3) * 7 + f(dx) + 3; cross f(.) + 3; euclidean f(round(dist));
+# quant f(dy^2 + dx^2).
+HAND_BUCKETS = [
+    ("product", 0, 0, 24), ("product", 1, 0, 31), ("product", 0, 1, 25), ("product", -1, 0, 17),
+    ("product", 4, -2, 43), ("product", -5, 3, 5), ("product", 2, 3, 40), ("product", -13, -13, 0),
+    ("cross_rows", -2, 5, 1), ("cross_rows", 13, 0, 6), ("cross_cols", 7, 4, 6), ("cross_cols", 0, -1, 2),
+    ("euclidean", 3, 4, 3), ("euclidean", 1, 1, 1), ("euclidean", 2, 1, 2), ("euclidean", 0, 0, 0),
+    ("quant", 1, 1, 2), ("quant", 1, 0, 1), ("quant", 2, 2, 3), ("quant", 0, 0, 0),
+]
+
+
+@pytest.mark.parametrize(("method", "dy", "dx", "bucket"), HAND_BUCKETS)
+def test_bucket_values_hand_computed(method: str, dy: int, dx: int, bucket: int) -> None:
+    grid = (1 + abs(dy), 1 + abs(dx))  # two patches of this grid are (dy, dx) apart
+    i = (abs(dy) if dy > 0 else 0) * grid[1] + (abs(dx) if dx > 0 else 0)
+    j = (abs(dy) if dy < 0 else 0) * grid[1] + (abs(dx) if dx < 0 else 0)
+    assert int(bucket_ids(grid, method, 1.9, "piecewise")[i, j]) == bucket
+
+
+def test_product_has_one_bucket_per_pair_of_axis_indices() -> None:
+    """The product method's defining property: two offsets share a bucket exactly when their row
+    indices and their column indices both agree, and all (2b + 1)^2 buckets are used."""
+    grid = (12, 12)
+    ids = bucket_ids(grid, "product", 1.9, "piecewise")
+    rows = bucket_ids(grid, "cross_rows", 1.9, "piecewise")
+    cols = bucket_ids(grid, "cross_cols", 1.9, "piecewise")
+    pairs: dict[tuple[int, int], set[int]] = {}
+    for r, c, p in zip(rows.flatten().tolist(), cols.flatten().tolist(), ids.flatten().tolist()):
+        pairs.setdefault((r, c), set()).add(p)
+    assert all(len(v) == 1 for v in pairs.values())  # equal axis indices: one bucket
+    assert len(pairs) == len(set.union(*pairs.values())) == 49  # a bijection onto all 49 buckets
+    assert set.union(*pairs.values()) == set(range(49))
+
+
 def test_clip_mapping_buckets() -> None:
     ids = bucket_ids((16, 8), "cross_rows", 1.9, "clip", skip=0)
     dy = torch.arange(16).repeat_interleave(8)
@@ -128,8 +166,8 @@ def per_pair_reference(
     b, h, t, d = q.shape
     logits = torch.zeros(b, h, t, t, dtype=q.dtype)
     out = torch.zeros(b, h, t, d, dtype=q.dtype)
-    for method in cfg.table_methods:
-        ids = bucket_ids(ctx.grid, method, cfg.ratio, cfg.mapping, ctx.num_prefix_tokens)
+    for method in cfg.table_methods:  # bucket ids from the paper's definition, not the module's
+        ids = ref.token_buckets(ctx.grid, ctx.num_prefix_tokens, method, cfg.ratio, cfg.mapping)
         for i, j in itertools.product(range(t), range(t)):
             for on in cfg.on:
                 table = mod.tables[f"{on}_{method}"]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import rpe_reference as ref
 import torch
 from torch import nn
 
 from reidbench.layers.attention import Attention
 from reidbench.layers.kprpe import KeypointRPE, KPRPEBlockTerm, keypoint_offsets, kprpe_factory
 from reidbench.layers.position import AttentionContext
-from reidbench.layers.rel_index import bucket_ids
 
 
 def _randomise(shared: KeypointRPE, seed: int = 0) -> None:
@@ -29,21 +30,15 @@ def _qk(b: int, heads: int, t: int, d: int = 4) -> torch.Tensor:
 
 
 def _reference_bias(shared: KeypointRPE, layer: int, ctx: AttentionContext, b: int) -> torch.Tensor:
-    """Bias by advanced indexing (not gather), from F.linear on the offsets or the bias alone."""
-    rows, cols = ctx.grid
-    n, p, h, nb = rows * cols, ctx.num_prefix_tokens, shared.num_heads, shared.num_buckets
-    w = shared.weight.view(shared.depth, h, nb, -1)[layer]  # (H, nb, 2K)
-    bias = shared.bias.view(shared.depth, h, nb)[layer]  # (H, nb)
-    if ctx.keypoints is None:
-        tab = bias[None, :, None, :].expand(b, h, n, nb)
-    else:
-        off = keypoint_offsets(ctx.keypoints, ctx.grid)  # (B, N, 2K)
-        tab = torch.einsum("bnc,hkc->bhnk", off, w) + bias[None, :, None, :]  # (B, H, N, nb)
-    ids = bucket_ids(ctx.grid, "product", shared.ratio, "piecewise", 0)  # (N, N)
-    patch = tab[:, :, torch.arange(n)[:, None], ids]  # (B, H, N, N)
-    out = shared.prefix_bias[layer].view(1, h, 1, 1).expand(b, h, p + n, p + n).clone()
-    out[:, :, p:, p:] = patch
-    return out
+    """(B, H, T, T) bias from the published definition (``rpe_reference.KPRPETerm``: offsets of
+    each patch centre to each keypoint, iRPE product buckets), not from the module's helpers."""
+    params = {n: p.detach().double().numpy() for n, p in shared.named_parameters()}
+    kp = None if ctx.keypoints is None else ctx.keypoints.double().numpy()
+    term = ref.KPRPETerm(params, layer, shared.depth, shared.num_heads, ctx.grid, kp, ctx.num_prefix_tokens,
+                         shared.ratio)
+    t = ctx.num_prefix_tokens + ctx.grid[0] * ctx.grid[1]
+    zeros = np.zeros((b, shared.num_heads, t, 1))  # the bias does not read queries or keys
+    return torch.from_numpy(term.logits(zeros, zeros, 1.0)).float()
 
 
 def test_offsets_hand_computed_2x3_grid() -> None:
@@ -110,14 +105,16 @@ def test_bias_matches_reference_and_layers_read_different_slices() -> None:
         torch.testing.assert_close(bias, _reference_bias(shared, layer, ctx, 2))
     assert not torch.allclose(biases[0], biases[1])
     assert not torch.allclose(biases[1], biases[2])
-    # a few entries by hand: query patch i, key patch j of layer 1, head 1
-    off = keypoint_offsets(ctx.keypoints, ctx.grid)  # (B, N, 4)
-    ids = bucket_ids((2, 3), "product", 1.9, "piecewise", 0)
+    # a few entries by hand: query patch i, key patch j of layer 1, head 1; patch n of the 2 x 3
+    # grid has centre ((n % 3 + 0.5) / 3, (n // 3 + 0.5) / 2); the product bucket of the offset
+    # (dy, dx) is (dy + 3) * 7 + dx + 3: (-1, -2) -> 15, (1, -1) -> 30, (0, 0) -> 24
     w = shared.weight.view(3, 2, shared.num_buckets, 4)[1, 1]
     bvec = shared.bias.view(3, 2, shared.num_buckets)[1, 1]
-    for b, i, j in [(0, 0, 5), (1, 4, 2), (1, 3, 3)]:
-        table = w @ off[b, i] + bvec  # (nb,)
-        torch.testing.assert_close(biases[1][b, 1, 1 + i, 1 + j], table[ids[i, j]])
+    for b, i, j, bucket in [(0, 0, 5, 15), (1, 4, 2, 30), (1, 3, 3, 24)]:
+        centre = torch.tensor([(i % 3 + 0.5) / 3, (i // 3 + 0.5) / 2])
+        off = torch.cat([centre - point for point in ctx.keypoints[b]])  # [dx0, dy0, dx1, dy1]
+        table = w @ off + bvec  # (nb,)
+        torch.testing.assert_close(biases[1][b, 1, 1 + i, 1 + j], table[bucket])
     assert torch.equal(biases[2][:, :, 0, :], shared.prefix_bias[2].view(1, 2, 1).expand(2, 2, t))
     assert torch.equal(biases[2][:, :, :, 0], shared.prefix_bias[2].view(1, 2, 1).expand(2, 2, t))
 
@@ -152,7 +149,7 @@ def test_fallback_without_keypoints_is_bias_only_table() -> None:
     # the bias-only table is what zero offsets (every keypoint at the patch centre) give
     zero_ctx = AttentionContext((1, 1), 0, torch.full((1, 4, 2), 0.5))
     zero = factory(1).logits_bias(_qk(1, 3, 1), _qk(1, 3, 1), zero_ctx)
-    centre_bucket = bucket_ids((1, 1), "product", 1.9, "piecewise", 0)[0, 0]
+    centre_bucket = 24  # offset (0, 0): (0 + 3) * 7 + 0 + 3
     torch.testing.assert_close(zero[0, :, 0, 0], shared.bias.view(2, 3, -1)[1, :, centre_bucket])
 
 

@@ -180,12 +180,67 @@ def test_adaface_hand_computed_and_its_limits() -> None:
                                cosface_logits(inside, labels, m, s))
 
 
-def test_adaface_quality_is_clipped_normalised_norm() -> None:
-    norms = torch.tensor([10.0, 20.0, 30.0, 500.0])
-    q = adaface_quality(norms, mean=20.0, std=10.0, h=0.5)
-    expected = ((norms - 20.0) / (10.0 + 1e-3) * 0.5).clamp(-1, 1)
-    torch.testing.assert_close(q, expected)
-    assert q[-1].item() == 1.0 and q[1].item() == 0.0
+def test_adaface_quality_hand_computed() -> None:
+    # (|z| - mu) / (sigma + 1e-3) * h, clipped to [-1, 1]: (10 - 20) / 10.001 * 0.5 = -0.49995...
+    q = adaface_quality(torch.tensor([10.0, 20.0, 30.0, 500.0, 0.0], dtype=torch.float64),
+                        mean=20.0, std=10.0, h=0.5)
+    expected = [-0.4999500049995, 0.0, 0.4999500049995, 1.0, -0.9999000099990]
+    torch.testing.assert_close(q, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+class OfficialAdaFace:
+    """AdaFace's training-time head as the paper and the authors' ``head.py`` define it, in numpy:
+    norms of the raw features clipped to [0.001, 100]; the running mean / (unbiased) std updated
+    with t_alpha = momentum BEFORE they are used; z = clip((|z| - mean) / (std + eps) * h, -1, 1);
+    target logit s (cos(clip(theta_y - m z, eps, pi - eps)) - (m + m z)), others s cos(theta_j),
+    cosines clamped to [-1 + eps, 1 - eps]."""
+
+    def __init__(self, m: float, h: float, s: float, t_alpha: float, eps: float = 1e-3) -> None:
+        self.m, self.h, self.s, self.t_alpha, self.eps = m, h, s, t_alpha, eps
+        self.batch_mean, self.batch_std = 20.0, 100.0
+
+    def __call__(self, feats, kernel, labels):  # noqa: ANN001, ANN204
+        import numpy as np
+
+        norms = np.clip(np.linalg.norm(feats, axis=1), 0.001, 100)
+        self.batch_mean = norms.mean() * self.t_alpha + (1 - self.t_alpha) * self.batch_mean
+        self.batch_std = norms.std(ddof=1) * self.t_alpha + (1 - self.t_alpha) * self.batch_std
+        z = np.clip((norms - self.batch_mean) / (self.batch_std + self.eps) * self.h, -1, 1)
+        emb = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+        k = kernel / np.linalg.norm(kernel, axis=1, keepdims=True)  # (C, D): one row per class
+        cosine = np.clip(emb @ k.T, -1 + self.eps, 1 - self.eps)
+        onehot = np.eye(cosine.shape[1])[labels]
+        theta = np.clip(np.arccos(cosine) + onehot * (-self.m * z)[:, None], self.eps, np.pi - self.eps)
+        return self.s * (np.cos(theta) - onehot * (self.m + self.m * z)[:, None])
+
+
+def test_adaface_head_equals_the_official_formula_over_training_steps() -> None:
+    """Three training batches (norms small, large, beyond the clip at 100) then evaluation: the
+    logits and the running statistics follow the official head step by step."""
+    from reidbench.losses.margins import AdaFaceHead
+
+    g = torch.Generator().manual_seed(0)
+    head = AdaFaceHead(dim=6, num_classes=5, margin=0.4, scale=16.0, h=0.333, momentum=0.3).double()
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(5, 6, generator=g, dtype=torch.float64))
+    official = OfficialAdaFace(m=0.4, h=0.333, s=16.0, t_alpha=0.3)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 2, 4])
+    for scale in (1.0, 30.0, 150.0):
+        feats = torch.randn(8, 6, generator=g, dtype=torch.float64) * scale
+        feats[0] *= 5.0  # one sample far from the batch: its quality term clips at 1
+        got = head.logits(feats, labels)
+        want = official(feats.numpy(), head.weight.detach().numpy(), labels.numpy())
+        torch.testing.assert_close(got, torch.from_numpy(want), rtol=1e-9, atol=1e-9)
+        assert head.norm_mean.item() == pytest.approx(official.batch_mean, rel=1e-12)
+        assert head.norm_std.item() == pytest.approx(official.batch_std, rel=1e-12)
+    head.eval()  # evaluation: the statistics are used, not updated
+    feats = torch.randn(8, 6, generator=g, dtype=torch.float64) * 40.0
+    before = (official.batch_mean, official.batch_std)
+    got = head.logits(feats, labels)
+    official.t_alpha = 0.0  # no update
+    torch.testing.assert_close(got, torch.from_numpy(official(feats.numpy(), head.weight.detach().numpy(),
+                                                              labels.numpy())), rtol=1e-9, atol=1e-9)
+    assert (head.norm_mean.item(), head.norm_std.item()) == pytest.approx(before, rel=1e-12)
 
 
 def test_margin_head_modules_use_normalised_weights() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
+import rpe_reference as ref
 import torch
 
 import reidbench.models  # noqa: F401  (registers models)
@@ -22,13 +24,26 @@ from reidbench.models import build_model
 
 GRID = (4, 3)
 N = GRID[0] * GRID[1]
+F32 = {"rtol": 1e-5, "atol": 1e-5}  # float32 modules against float64 references
 
 
 def gathered_mean(bias: torch.Tensor, index: torch.Tensor, prefix: int = 1) -> torch.Tensor:
-    """Reference: the explicit (B, H, T, T) bias averaged over heads at the chosen patch pairs."""
-    mean = bias.mean(1)  # (B, T, T)
+    """The explicit (B|1, H, T, T) bias averaged over heads at the chosen patch pairs."""
+    mean = bias.mean(1).expand(len(index), -1, -1)  # (B, T, T)
     rows = index + prefix
     return torch.stack([mean[b][rows[b]][:, rows[b]] for b in range(len(index))])
+
+
+def reference_bias(term: ref.IRPETerm | ref.KPRPETerm, batch: int, heads: int) -> torch.Tensor:
+    """(B|1, H, T, T) content-independent logits term of ``rpe_reference`` (queries and keys
+    play no part in it: zeros), written from the papers' definitions."""
+    t = 1 + N
+    zeros = np.zeros((batch, heads, t, 1))
+    return torch.from_numpy(np.broadcast_to(term.logits(zeros, zeros, 1.0), (batch, heads, t, t)).copy())
+
+
+def tables_of(rpe: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {n.split(".")[-1]: p.detach().double().numpy() for n, p in rpe.named_parameters()}
 
 
 def random_index(b: int, n: int, seed: int) -> torch.Tensor:
@@ -48,11 +63,10 @@ def test_irpe_bias_mode_pair_bias_is_the_logits_bias(method: str, on: str, share
         for table in rpe.tables.values():
             table.copy_(torch.randn(table.shape, generator=g))
     ctx = AttentionContext(GRID, 1)
-    q = torch.randn(2, heads, N + 1, d, generator=g)
-    full = rpe.logits_bias(q, q, ctx).expand(2, heads, N + 1, N + 1)
+    full = reference_bias(ref.IRPETerm(tables_of(rpe), method, "bias", on, GRID), 2, heads)
     index = random_index(2, 5, 1)
     assert rpe.has_pair_bias
-    torch.testing.assert_close(rpe.pair_bias(ctx, index), gathered_mean(full, index))
+    torch.testing.assert_close(rpe.pair_bias(ctx, index).double(), gathered_mean(full, index), **F32)
 
 
 @pytest.mark.parametrize("with_keypoints", [False, True])
@@ -66,11 +80,13 @@ def test_kprpe_pair_bias_is_the_layer_bias(with_keypoints: bool) -> None:
     ctx = AttentionContext(GRID, 1, keypoints)
     index = random_index(2, 6, 2)
     for layer in range(2):
-        full = kp.layer_bias(layer, ctx, 2)
-        torch.testing.assert_close(kp.pair_bias(layer, ctx, index), gathered_mean(full, index))
+        kps = None if keypoints is None else keypoints.double().numpy()
+        full = reference_bias(ref.KPRPETerm(tables_of(kp), layer, 2, 4, GRID, kps), 2, 4)
+        expected = gathered_mean(full, index)
+        torch.testing.assert_close(kp.pair_bias(layer, ctx, index).double(), expected, **F32)
         term = kp.block_term(layer)
         assert term.has_pair_bias
-        torch.testing.assert_close(term.pair_bias(ctx, index), gathered_mean(full, index))
+        torch.testing.assert_close(term.pair_bias(ctx, index).double(), expected, **F32)
 
 
 def test_contextual_terms_have_no_pair_bias() -> None:
@@ -111,18 +127,20 @@ def test_pair_relations_follow_the_definition() -> None:
     g = torch.Generator().manual_seed(3)
     kps = torch.rand(2, 3, 2, generator=g)
     index = random_index(2, 5, 4)
-    ctx = AttentionContext(backbone.grid, 1, kps)
-    p_abs = backbone.pos_embed.embed[0, 1:]
+    # P_abs: the learned table's patch rows (row 0 is CLS); P_rel: KP-RPE from its definition
+    p_abs = backbone.pos_embed.embed.detach().double()[0, 1:]
     absolute = torch.stack([p_abs[i] @ p_abs[i].T for i in index])  # (B, n, n)
-    per_layer = [gathered_mean(backbone.kprpe.layer_bias(layer, ctx, 2), index) for layer in range(3)]
+    shared = tables_of(backbone.kprpe)
+    per_layer = [gathered_mean(reference_bias(ref.KPRPETerm(shared, layer, 3, 2, GRID, kps.double().numpy()),
+                                              2, 2), index) for layer in range(3)]
     assert backbone.position_terms() == (True, True)
-    mean = backbone.pair_relations(index, kps)
+    mean = backbone.pair_relations(index, kps).double()
     assert mean.shape == (2, 1, 5, 5)
-    torch.testing.assert_close(mean[:, 0], absolute + torch.stack(per_layer).mean(0))
-    chosen = backbone.pair_relations(index, kps, layers=(0, -1))
+    torch.testing.assert_close(mean[:, 0], absolute + torch.stack(per_layer).mean(0), **F32)
+    chosen = backbone.pair_relations(index, kps, layers=(0, -1)).double()
     assert chosen.shape == (2, 2, 5, 5)
-    torch.testing.assert_close(chosen[:, 0], absolute + per_layer[0])
-    torch.testing.assert_close(chosen[:, 1], absolute + per_layer[2])
+    torch.testing.assert_close(chosen[:, 0], absolute + per_layer[0], **F32)
+    torch.testing.assert_close(chosen[:, 1], absolute + per_layer[2], **F32)
 
 
 @pytest.mark.parametrize(

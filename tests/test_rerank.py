@@ -100,5 +100,12 @@ def test_evaluate_reid_reranks_when_asked() -> None:
     g = Features(gf, gp, gc)
     params = RerankParams(10, 2, 0.4)
     got = evaluate_reid(q, g, "cosine", 20, rerank=params)
-    want = evaluate_reranked(qf, gf, qp, gp, qc, gc, "cosine", params, 20)
-    assert got.mAP == want.mAP and got.mAP != evaluate_reid(q, g, "cosine", 20).mAP
+    # the independent reference: torchreid's dense re-ranking, then torchreid's rank metrics
+    dist = re_ranking(base_distance(qf, gf, "cosine"), base_distance(qf, qf, "cosine"),
+                      base_distance(gf, gf, "cosine"), k1=10, k2=2, lambda_value=0.4)
+    cmc, m_ap = evaluate_rank(dist, qp, gp, qc, gc, 20, use_metric_cuhk03=False, use_cython=False)[:2]
+    assert got.mAP == pytest.approx(m_ap, abs=1e-6)
+    np.testing.assert_allclose(got.cmc[:20], cmc, atol=1e-6)
+    assert got.mAP != pytest.approx(evaluate_reid(q, g, "cosine", 20).mAP, abs=1e-3)  # it did re-rank
+    # and the library's own entry point agrees with it
+    assert evaluate_reranked(qf, gf, qp, gp, qc, gc, "cosine", params, 20).mAP == got.mAP

@@ -186,11 +186,14 @@ def test_build_sampler_reads_the_process_group(monkeypatch: pytest.MonkeyPatch) 
 
 
 def _rank_worker(rank: int, world: int, init: str, out: str) -> None:
+    import datetime
     import json
 
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.set_num_threads(1)  # a forked child never enters an OpenMP region of the parent's pool
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
     try:
         pids = make_pids(ids=40)
         sampler = build_sampler("pk", pids, pids, 16, 4, seed=11)
@@ -201,16 +204,130 @@ def _rank_worker(rank: int, world: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # spawns two processes (about 6 s)
 def test_ranks_under_a_real_process_group_draw_disjoint_identities(tmp_path: Path) -> None:
+    """Two real processes in a gloo group: each builds its sampler from the group's rank and
+    world size and draws identities disjoint from the other's in every step. Forked (well under
+    a second; spawning re-imports torch in every child, 6 to 18 s on 2 cores)."""
     import json
 
     import torch.multiprocessing as mp
 
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("needs the fork start method")
     out = str(tmp_path / "steps")
-    mp.spawn(_rank_worker, args=(2, f"file://{tmp_path / 'store'}", out), nprocs=2, join=True)
+    mp.start_processes(_rank_worker, args=(2, f"file://{tmp_path / 'store'}", out), nprocs=2,
+                       join=True, start_method="fork")
     runs = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
     assert [(r["rank"], r["world"]) for r in runs] == [(0, 2), (1, 2)]
     assert len(runs[0]["steps"]) == len(runs[1]["steps"]) > 0
     for s0, s1 in zip(runs[0]["steps"], runs[1]["steps"]):
         assert len(s0) == len(s1) == 4 and not set(s0) & set(s1)
+
+
+# --- what an epoch draws: coverage, oversampling, epochs ----------------------------------------
+
+
+def per_identity(sampler: PKSampler, pids: list[int]) -> dict[int, list[int]]:
+    """The dataset indices each identity contributed to one epoch, in order."""
+    out: dict[int, list[int]] = {}
+    for index, _ in sampler:
+        out.setdefault(pids[index], []).append(index)
+    return out
+
+
+@pytest.mark.parametrize("sampler_cls", [PKSampler, CameraBalancedPKSampler])
+def test_every_image_is_used_over_epochs_not_only_the_first_k(sampler_cls: type) -> None:
+    """Identities with K + 2 images, one chunk each per epoch: within an epoch an identity's K
+    images are distinct, and over epochs every one of its images is drawn (a sampler that always
+    takes an identity's first K images never draws the last two)."""
+    k, p = 4, 4
+    pids = [pid for pid in range(12) for _ in range(k + 2)]
+    cams = [(i % 6) // 3 for i in range(len(pids))]  # 3 images per camera: 2 of each drawn
+    args = (pids, cams) if sampler_cls is CameraBalancedPKSampler else (pids,)
+    sampler = sampler_cls(*args, p * k, k, seed=2)
+    seen: dict[int, set[int]] = {pid: set() for pid in range(12)}
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        used = per_identity(sampler, pids)
+        assert set(used) == set(range(12))  # 12 chunks / P = 3 steps: every identity once
+        for pid, indices in used.items():
+            assert len(indices) == k and len(set(indices)) == k
+            seen[pid] |= set(indices)
+    for pid in range(12):
+        assert seen[pid] == {i for i, q in enumerate(pids) if q == pid}
+
+
+@pytest.mark.parametrize("p,chunks", [(1, 3), (4, 2)])
+def test_epoch_uses_each_image_exactly_once_when_counts_divide(p: int, chunks: int) -> None:
+    """n = chunks * K images per identity and every step takes every identity that has chunks
+    left (P = 1, or exactly P identities): the epoch is a partition of the whole split."""
+    k = 4
+    ids = 5 if p == 1 else p
+    pids = [pid for pid in range(ids) for _ in range(chunks * k)]
+    sampler = PKSampler(pids, p * k, k, seed=3)
+    indices = [i for i, _ in sampler]
+    assert sorted(indices) == list(range(len(pids)))
+
+
+def test_identities_below_k_are_drawn_with_replacement_from_their_own_images() -> None:
+    """n < K: one chunk of K per epoch drawn with replacement (a single image repeated K times);
+    an identity with n >= K never repeats an image inside one chunk."""
+    k = 4
+    pids = [0] + [1] * 3 + [p for p in range(2, 10) for _ in range(k)]
+    sampler = PKSampler(pids, 2 * k, k, seed=0)
+    for epoch in range(5):
+        sampler.set_epoch(epoch)
+        used = per_identity(sampler, pids)
+        assert used[0] == [0] * k  # the only image, K times
+        assert len(used[1]) == k and set(used[1]) <= {1, 2, 3}
+        for pid in range(2, 10):
+            if pid in used:
+                for b in range(0, len(used[pid]), k):
+                    assert len(set(used[pid][b:b + k])) == k
+    # over epochs every image of the short identity is drawn
+    drawn = set()
+    for epoch in range(10):
+        sampler.set_epoch(epoch)
+        drawn |= set(per_identity(sampler, pids)[1])
+    assert drawn == {1, 2, 3}
+
+
+def test_epochs_differ_in_images_and_order_and_repeat_exactly() -> None:
+    pids = make_pids()
+    a = PKSampler(pids, 16, 4, seed=3)
+    epochs = []
+    for epoch in range(3):
+        a.set_epoch(epoch)
+        epochs.append(list(a))
+    # not only the augmentation seeds: the schedule itself changes between epochs
+    indices = [[i for i, _ in e] for e in epochs]
+    assert indices[0] != indices[1] and indices[1] != indices[2]
+    assert [s for _, s in epochs[0]] != [s for _, s in epochs[1]]
+    # same seed and epoch: identical, whatever was drawn before and by whichever instance
+    b = PKSampler(pids, 16, 4, seed=3)
+    b.set_epoch(1)
+    assert list(b) == epochs[1] and list(b) == epochs[1]
+    a.set_epoch(0)
+    assert list(a) == epochs[0]
+
+
+def test_camera_balanced_chunks_spread_cameras_through_the_sampler() -> None:
+    """The documented promise seen in the batches: each identity's K consecutive items (one
+    chunk) hold every camera floor or ceil of its share of the identity's picks."""
+    k = 4
+    pids = [p for p in range(8) for _ in range(8)]
+    cams = [(i % 8) // 3 for i in range(len(pids))]  # per identity: cameras 0, 0, 0, 1, 1, 1, 2, 2
+    sampler = CameraBalancedPKSampler(pids, cams, 2 * k, k, seed=4)
+    items = [i for i, _ in sampler]
+    chunks: dict[int, list[list[int]]] = {}
+    for c in range(0, len(items), k):
+        chunk = items[c:c + k]
+        assert len({pids[i] for i in chunk}) == 1
+        chunks.setdefault(pids[chunk[0]], []).append(chunk)
+    assert len(chunks) == 8
+    for pid, cs in chunks.items():
+        own = {i for i, q in enumerate(pids) if q == pid}
+        for c in cs:  # 2 chunks take all 8 images: 3, 3, 2 of cameras 0, 1, 2 -> 1 or 2 each
+            assert set(c) <= own and len(set(c)) == k
+            per_cam = Counter(cams[i] for i in c)
+            assert all(per_cam[cam] in (1, 2) for cam in (0, 1, 2)), per_cam

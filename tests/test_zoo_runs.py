@@ -12,6 +12,8 @@ import pytest
 
 import reidbench.models  # noqa: F401  (registers models)
 from reidbench import cli
+from reidbench.config import DataConfig
+from reidbench.datasets.catalog import build_dataset
 from reidbench.registry import MODELS
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--set", "model.depth=1", "--set", "model.embed_dim=32",
@@ -41,6 +43,28 @@ def test_run_every_model(
     metrics = json.loads((run / "metrics.json").read_text())
     key = "mAP" if dataset == "synthetic-reid" else "accuracy"
     assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["epochs"] == 1
+    # the counts are the generated split's
+    split = build_dataset(DataConfig(name=dataset, root=str(data_root)))
+    if dataset == "synthetic-reid":
+        gallery = [r for r in split.gallery if r.pid != -1]
+        valid = [q for q in split.query if any(g.pid == q.pid and g.camid != q.camid for g in gallery)]
+        assert (metrics["num_query"], metrics["num_gallery"]) == (len(split.query), len(gallery))
+        assert metrics["num_valid_queries"] == len(valid) > 0
+        cmc = metrics["cmc"]
+        assert all(a <= b for a, b in zip(cmc, cmc[1:]))
+        assert [metrics["rank1"], metrics["rank5"], metrics["rank10"]] == [cmc[0], cmc[4], cmc[9]]
+    else:
+        assert metrics["num_pairs"] == len(split.verification.labels)
+    # the recorded config and checkpoint reproduce the recorded metrics to the last digit
+    out = tmp_path / "again.json"
+    assert cli.main(["-q", "evaluate", "--run", str(run), "--data-root", str(data_root),
+                     "--json", str(out)]) == 0, capsys.readouterr().err
+    again = json.loads(out.read_text())
+    for name, value in metrics.items():
+        if name in again and not name.endswith("seconds"):
+            assert again[name] == value, name
+    assert again[key] == metrics[key]
 
 
 def test_models_command_lists_every_model(capsys: pytest.CaptureFixture[str]) -> None:
