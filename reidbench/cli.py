@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
-
 from reidbench.cli_robustness import add_robustness_parsers, cmd_bench, cmd_robustness
+from reidbench.engine.progress import showing
 from reidbench.errors import ConfigError, ReidbenchError
+from reidbench.registry import load_builtins
 
 log = logging.getLogger("reidbench")
 
@@ -104,7 +104,7 @@ def build_parser() -> Parser:
     return parser
 
 
-def cmd_run(args: argparse.Namespace, progress: bool) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     import shlex
 
     from reidbench.config import cli_flags, resolve_config
@@ -116,6 +116,7 @@ def cmd_run(args: argparse.Namespace, progress: bool) -> int:
         resume_request,
         run_experiment,
     )
+    from reidbench.evaluation.tasks import summary_line
     from reidbench.registry import MODELS
 
     flags = cli_flags(args.data_root, args.epochs, args.batch_size, args.device, args.seed)
@@ -131,7 +132,7 @@ def cmd_run(args: argparse.Namespace, progress: bool) -> int:
         cfg = resume_config(run_dir, resume_request(args.model, args.dataset, args.config, flags,
                                                     args.overrides))
     try:
-        run_dir, metrics = run_experiment(cfg, run_dir, resume=resume, progress=progress)
+        run_dir, metrics = run_experiment(cfg, run_dir, resume=resume)
     except RunInterrupted as stop:
         if stop.resumable:
             sys.stderr.write("reidbench: interrupted; continue from the last checkpoint with: "
@@ -150,17 +151,6 @@ def cmd_run(args: argparse.Namespace, progress: bool) -> int:
     return 0
 
 
-def summary_line(metrics: dict[str, Any]) -> str:
-    """One line with the headline metrics of a run."""
-    if metrics.get("task") == "verification":
-        return (f"{metrics['num_folds']}-fold accuracy {metrics['accuracy']:.4f} "
-                f"(std {metrics['accuracy_std']:.4f})  AUC {metrics['auc']:.4f}  "
-                f"EER {metrics['eer']:.4f}  ({metrics['num_pairs']} pairs)")
-    return (f"mAP {metrics['mAP']:.4f}  mINP {metrics['mINP']:.4f}  rank-1 {metrics['rank1']:.4f}  "
-            f"rank-5 {metrics['rank5']:.4f}  rank-10 {metrics['rank10']:.4f}  "
-            f"({metrics['num_valid_queries']} valid queries)")
-
-
 def cmd_data(args: argparse.Namespace) -> int:
     from reidbench.cli_data import cmd_data as run_data_command
 
@@ -169,7 +159,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from reidbench.config import resolve_config
-    from reidbench.datasets.catalog import INFOS, dataset_builder
+    from reidbench.datasets.catalog import dataset_builder, dataset_info
     from reidbench.registry import MODELS
     from reidbench.reporting.model_table import format_table, model_rows
 
@@ -178,7 +168,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         cfg = resolve_config(args.dataset, name, overrides=args.overrides)
         MODELS.get(cfg.model.name)
         dataset_builder(cfg.data.name)
-        info = INFOS.get(cfg.data.name)
+        info = dataset_info(cfg.data.name)
         k = info.num_keypoints if info else 0
         (row,) = model_rows([cfg.model.name], (cfg.data.height, cfg.data.width), k, cfg.model)
         rows.append(row | {"name": f"{cfg.model.name}_{cfg.model.size}"})
@@ -189,111 +179,33 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from reidbench.evaluation.features_file import PairFeatures, load_features
-    from reidbench.evaluation.verification import pair_scores, tar_rows
-    from reidbench.metrics.rank import evaluate_ranking_features
-    from reidbench.metrics.validate import check_metrics
-    from reidbench.metrics.verification import verification_metrics
-    from reidbench.reporting.io import atomic_write_json
-
     if args.max_rank < 1:
         raise ConfigError(f"--max-rank must be >= 1, got {args.max_rank}")
     if args.json is not None and args.json.is_dir():  # refused before computing anything
         raise ConfigError(f"--json {args.json} is a directory; give a file name, e.g. "
                           f"{args.json / 'metrics.json'}")
     if args.run is not None:
-        return _evaluate_run(args)
-    if args.dataset or args.data_root or args.device:
-        raise ConfigError("--dataset, --data-root and --device go with --run")
-    data = load_features(args.features)
-    metrics: dict[str, Any]
-    if isinstance(data, PairFeatures):
-        if args.metric != "cosine":
-            raise ConfigError("verification follows insightface's protocol on L2-normalised "
-                              "features: use --metric cosine")
-        feats = np.concatenate([data.feats1, data.feats2])
-        pairs = np.stack([np.arange(len(data.labels)), len(data.labels) + np.arange(len(data.labels))], 1)
-        metrics = {"task": "verification",
-                   **verification_metrics(pair_scores(feats, pairs), data.labels, data.folds)}
-        rows = [("accuracy", metrics["accuracy"]), ("accuracy_std", metrics["accuracy_std"]),
-                ("auc", metrics["auc"]), ("eer", metrics["eer"])]
-        rows += tar_rows(metrics)
-    elif args.rerank:
-        from reidbench.retrieval.rerank import RerankParams, evaluate_reranked
+        from reidbench.engine.run import evaluate_run
+        from reidbench.engine.sources import find_run
+        from reidbench.evaluation.features_eval import run_lines
 
-        if args.topk is not None:
-            raise ConfigError("--rerank gives full-ranking metrics: drop --topk")
-        params = RerankParams(args.k1, args.k2, args.lambda_value)
-        result = evaluate_reranked(data.query, data.gallery, data.query_pids, data.gallery_pids,
-                                   data.query_camids, data.gallery_camids, args.metric, params,
-                                   args.max_rank)
-        rerank = {"k1": params.k1, "k2": params.k2, "lambda": params.lambda_value}
-        metrics = {"task": "reid", "metric": args.metric, "rerank": rerank, **result.as_dict()}
-        rows = _rank_rows(metrics)
-    elif args.topk is not None or args.index != "flat":
-        from reidbench.retrieval.topk import evaluate_index_topk
-
-        k = args.topk or args.max_rank
-        if k < 1:
-            raise ConfigError(f"--topk must be >= 1, got {k}")
-        top = evaluate_index_topk(data.query, data.gallery, data.query_pids, data.gallery_pids,
-                                  data.query_camids, data.gallery_camids, k=k,
-                                  metric=args.metric, kind=args.index)
-        metrics = {"task": "reid", "metric": args.metric, "index": args.index, **top.as_dict()}
-        sys.stdout.write(f"metrics truncated at k={top.k} ({args.index} index): positives below "
-                         "rank k count as missed\n")
-        rows = [("mAP@k", metrics["mAP_at_k"]),
-                *((f"rank-{r}", metrics["cmc"][r - 1]) for r in (1, 5, 10, 20) if r <= top.k),
-                ("all positives in k", metrics["queries_with_all_positives_in_top_k"]),
-                ("valid queries", metrics["num_valid_queries"]),
-                ("skipped queries", metrics["num_skipped_queries"])]
+        metrics = evaluate_run(find_run(args.runs, args.run), args.dataset, args.data_root,
+                               args.device)
+        result = run_lines(metrics, args.run)
     else:
-        result = evaluate_ranking_features(
-            data.query, data.gallery, data.query_pids, data.gallery_pids, data.query_camids,
-            data.gallery_camids, metric=args.metric, max_rank=args.max_rank,
-        )
-        metrics = {"task": "reid", "metric": args.metric, **result.as_dict()}
-        rows = _rank_rows(metrics)
-    check_metrics(metrics, f"metrics of {args.features}")
-    for name, value in rows:
-        text = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-        sys.stdout.write(f"{name:18s} {text}\n")
+        if args.dataset or args.data_root or args.device:
+            raise ConfigError("--dataset, --data-root and --device go with --run")
+        from reidbench.evaluation.features_eval import evaluate_features
+
+        result = evaluate_features(args.features, metric=args.metric, max_rank=args.max_rank,
+                                   index=args.index, topk=args.topk, rerank=args.rerank,
+                                   k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
+    sys.stdout.write("".join(line + "\n" for line in result.lines))
     if args.json:
-        atomic_write_json(args.json, metrics)
+        from reidbench.reporting.io import atomic_write_json
+
+        atomic_write_json(args.json, result.metrics)
     return 0
-
-
-def _evaluate_run(args: argparse.Namespace) -> int:
-    from reidbench.engine.bench import find_run
-    from reidbench.engine.run import evaluate_run
-    from reidbench.evaluation.verification import tar_rows
-    from reidbench.metrics.validate import check_metrics
-    from reidbench.reporting.io import atomic_write_json
-
-    progress = not args.quiet and sys.stderr.isatty()
-    metrics = evaluate_run(find_run(args.runs, args.run), args.dataset, args.data_root, args.device,
-                           progress)
-    check_metrics(metrics, f"metrics of run {args.run}")
-    keys = ("mAP", "mINP", "rank1", "accuracy", "accuracy_std", "auc", "eer", "num_pairs",
-            "num_templates", "num_valid_queries", "eval_seconds")
-    sys.stdout.write(f"{metrics['model']} ({metrics['run_id']}) on {metrics['dataset']}\n")
-    for key in keys:
-        if key in metrics:
-            value = metrics[key]
-            text = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-            sys.stdout.write(f"{key:18s} {text}\n")
-    for name, tar in tar_rows(metrics):
-        sys.stdout.write(f"{name:18s} {'n/a' if tar is None else f'{tar:.4f}'}\n")
-    if args.json:
-        atomic_write_json(args.json, metrics)
-    return 0
-
-
-def _rank_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
-    return [("mAP", metrics["mAP"]), ("mINP", metrics["mINP"]),
-            *((f"rank-{r}", metrics["cmc"][r - 1]) for r in (1, 5, 10, 20) if r <= len(metrics["cmc"])),
-            ("valid queries", metrics["num_valid_queries"]),
-            ("skipped queries", metrics["num_skipped_queries"])]
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -311,14 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    progress = not args.quiet and sys.stderr.isatty()
-    import reidbench.datasets.catalog  # noqa: F401  (registers datasets)
-    import reidbench.losses  # noqa: F401  (registers losses)
-    import reidbench.models  # noqa: F401  (registers models)
+    load_builtins()  # every built-in model, loss, perturbation and dataset
+    with showing(not args.quiet and sys.stderr.isatty()):  # progress bars on a terminal
+        return _dispatch(args, argv)
 
+
+def _dispatch(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Run the command; a ReidbenchError or an OSError becomes one line on stderr, exit 2."""
     try:
         if args.command == "run":
-            return cmd_run(args, progress)
+            return cmd_run(args)
         if args.command == "data":
             return cmd_data(args)
         if args.command == "models":
@@ -327,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_evaluate(args)
         if args.command in ("robustness", "bench"):
             command = cmd_robustness if args.command == "robustness" else cmd_bench
-            return command(args, progress, sys.argv[1:] if argv is None else argv)
+            return command(args, sys.argv[1:] if argv is None else argv)
         return cmd_leaderboard(args)
     except ReidbenchError as exc:
         sys.stderr.write(f"reidbench: error: {exc}\n")

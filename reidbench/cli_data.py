@@ -72,18 +72,18 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
-    from reidbench.datasets.catalog import INFOS
+    from reidbench.datasets.catalog import dataset_infos
 
-    for info in INFOS.values():
+    for info in dataset_infos():
         sys.stdout.write(f"{info.name:16s} {info.kind:10s} {info.tree}\n{'':27s} source: {info.source}\n")
     return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
     if args.name == "synthetic-reid":
-        from reidbench.datasets.synthetic_reid import generate_synthetic_reid as generate
+        from reidbench.synthetic.reid import generate_synthetic_reid as generate
     else:
-        from reidbench.datasets.synthetic_faces import generate_synthetic_faces as generate
+        from reidbench.synthetic.faces import generate_synthetic_faces as generate
     kwargs = {"seed": args.seed, **({"num_ids": args.ids} if args.ids else {})}
     if args.train_ids is not None:
         if args.name != "synthetic-faces":
@@ -99,12 +99,12 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from reidbench.config import DataConfig
-    from reidbench.datasets.catalog import INFOS, build_dataset
+    from reidbench.datasets.catalog import build_dataset, dataset_info
     from reidbench.datasets.checks import check_report, format_report
 
     cfg = DataConfig(name=args.name, root=args.data_root, keypoints=args.keypoints)
     data = build_dataset(cfg)  # every layout problem is a DatasetError naming the path
-    info = INFOS.get(args.name)
+    info = dataset_info(args.name)
     report = check_report(args.name, data, info.published if info else None, args.images)
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
@@ -121,24 +121,11 @@ def _check(args: argparse.Namespace) -> int:
 
 def _preview(args: argparse.Namespace) -> int:
     from reidbench.config import DataConfig
-    from reidbench.datasets.base import FaceSplit, ReidSplit, VerificationSet
     from reidbench.datasets.catalog import build_dataset
-    from reidbench.reporting.preview import pick, preview_grid
+    from reidbench.reporting.preview import preview_dataset
 
     # an unknown name is the registry's one-line error, raised by build_dataset
     data = build_dataset(DataConfig(name=args.name, root=args.data_root))
-    labels = None
-    if isinstance(data, ReidSplit):
-        records = pick(getattr(data, args.split), args.num, args.seed)
-    elif isinstance(data, FaceSplit) and args.split == "train":
-        records = pick(data.train, args.num, args.seed)
-    elif isinstance(data, (FaceSplit, VerificationSet)):
-        vs = data.verification if isinstance(data, FaceSplit) else data
-        records = pick(vs.images, args.num, args.seed)
-        labels = [vs.identities[r.pid][:18] for r in records]
-    else:  # a template set: its images, labelled by template
-        records = pick(data.images, args.num, args.seed)
-        labels = [f"template {r.pid}" for r in records]
-    preview_grid(records, args.out, labels=labels)
+    records = preview_dataset(data, args.split, args.out, args.num, args.seed)
     log.info("wrote %s (%d samples of %s)", args.out, len(records), args.name)
     return 0

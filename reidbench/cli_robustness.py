@@ -108,8 +108,9 @@ def _command(argv: list[str]) -> str:
     return shlex.join(["reidbench", *argv])
 
 
-def cmd_robustness(args: argparse.Namespace, progress: bool, argv: list[str]) -> int:
-    from reidbench.engine.bench import resolve_sources, sweep_models
+def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
+    from reidbench.engine.sources import resolve_sources
+    from reidbench.engine.sweep import sweep_models
     from reidbench.errors import ConfigError
     from reidbench.reporting.robustness import rebuild_report
 
@@ -126,13 +127,13 @@ def cmd_robustness(args: argparse.Namespace, progress: bool, argv: list[str]) ->
     )
     result = sweep_models(sources, spec, args.out, report_id=args.id, data_root=args.data_root,
                           device=args.device, batch_size=args.batch_size, command=_command(argv),
-                          progress=progress, overwrite=args.overwrite)
+                          overwrite=args.overwrite)
     _log_scores(result.rows)
     return 0
 
 
 def _log_scores(rows: list[dict[str, Any]]) -> None:
-    from reidbench.reporting.robustness import HEADLINE, robustness_scores
+    from reidbench.reporting.robustness_scores import HEADLINE, robustness_scores
 
     metric = HEADLINE.get(rows[0]["task"], rows[0]["metric"]) if rows else ""
     for label, scores in robustness_scores(rows, metric).items():
@@ -140,7 +141,7 @@ def _log_scores(rows: list[dict[str, Any]]) -> None:
                  "  ".join(f"{k} {v:.3f}" for k, v in scores.items() if v is not None))
 
 
-def cmd_bench(args: argparse.Namespace, progress: bool, argv: list[str]) -> int:
+def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
     from reidbench.config import cli_flags
     from reidbench.engine.bench import run_bench
 
@@ -154,7 +155,7 @@ def cmd_bench(args: argparse.Namespace, progress: bool, argv: list[str]) -> int:
         raise ConfigError("--models and --dataset need at least one name each")
     for dataset in datasets:
         result = run_bench(dataset, models, spec, args.output, config_file=args.config, flags=flags,
-                           overrides=args.overrides, command=_command(argv), progress=progress)
+                           overrides=args.overrides, command=_command(argv))
         _log_scores(result.robustness.rows)
         log.info("%s: runs %s; report %s; leaderboard %s (%.1f min)", dataset,
                  ", ".join(d.name for d in result.run_dirs), result.robustness.paths["markdown"],

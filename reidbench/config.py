@@ -1,7 +1,8 @@
 """Frozen run configuration, filled from layered YAML files and ``--set a.b=v`` overrides.
 
 Layers, later wins: dataclass defaults < ``configs/base.yaml`` < ``configs/datasets/<dataset>.yaml``
-< ``configs/models/<model>.yaml`` < ``--config FILE.yaml`` < CLI flags < ``--set``. An empty
+< ``configs/models/<model>.yaml`` < ``--config FILE.yaml`` < CLI flags < ``--set``, the presets
+being the package's own ``reidbench/configs/`` (package data: a wheel ships them). An empty
 section in a layer (``train:`` with nothing under it) changes nothing. Every RunConfig is
 validated as a whole when it is made (``reidbench/config_rules.py``). Only ``build_*`` functions
 read a config; components take explicit arguments.
@@ -21,7 +22,7 @@ import yaml
 from reidbench.config_rules import SIZE_NAMES, validate
 from reidbench.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the presets, shipped in the package
 
 
 @dataclass(frozen=True)

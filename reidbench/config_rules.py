@@ -8,8 +8,8 @@ the value and what is allowed, before any data is read or any step is trained.
 The choice tables below mirror the code that consumes them (samplers, iRPE, size presets,
 perturbation severities); ``tests/test_config_validation.py`` checks that they agree, and that
 every config field has a rule. Names (datasets, models, losses) are checked against their
-registries once those are filled (the CLI imports every registering package first); a library
-caller that has not imported them gets the registry's error when the name is built.
+registries once those are filled (``registry.load_builtins``, which the CLI calls first); a
+library caller that has not loaded them gets the registry's error when the name is built.
 """
 
 from __future__ import annotations

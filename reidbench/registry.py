@@ -1,9 +1,18 @@
-"""A small typed name -> object registry, one per pluggable axis of the benchmark."""
+"""A small typed name -> object registry, one per pluggable axis of the benchmark.
+
+Each registry is filled next to the code it registers (``@MODELS.register("ape")`` above the
+builder in ``models/vit.py``, a dataset's entry in its adapter module, ...). ``load_builtins``
+imports every module that registers something built in; the CLI and the library's ``build_*``
+entry points call it, so a built-in name is known wherever a name is looked up, whatever the
+caller imported before. It imports the modules by name, as a plugin loader would: the registry
+itself depends on nothing of ours but ``errors``.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from reidbench.errors import ReidbenchError
 
@@ -40,6 +49,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def items(self) -> list[tuple[str, T]]:
+        """(name, object) pairs in registration order."""
+        return list(self._items.items())
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
@@ -48,6 +61,39 @@ class Registry(Generic[T]):
 
 
 MODELS: Registry[Callable[..., object]] = Registry("model")
-DATASETS: Registry[Callable[..., object]] = Registry("dataset")
+# entries are ``reidbench.datasets.catalog.DatasetEntry`` (the info `reidbench data list` shows
+# and the builder), registered by ``catalog.register_dataset`` in each adapter module
+DATASETS: Registry[Any] = Registry("dataset")
 LOSSES: Registry[Callable[..., object]] = Registry("loss")
 PERTURBATIONS: Registry[Callable[..., object]] = Registry("perturbation")
+
+# Every module that registers a built-in model, loss, perturbation or dataset. Datasets are
+# listed (`reidbench data list`) in this order of their modules.
+BUILTIN_MODULES = (
+    "reidbench.models.vit",
+    "reidbench.models.poster",
+    "reidbench.models.cnn",
+    "reidbench.losses.modules",
+    "reidbench.losses.margins",
+    "reidbench.losses.positional",
+    "reidbench.data.perturb",
+    "reidbench.datasets.market1501",
+    "reidbench.datasets.dukemtmc",
+    "reidbench.datasets.msmt17",
+    "reidbench.datasets.lfw",
+    "reidbench.datasets.ijb",
+    "reidbench.datasets.folder",
+    "reidbench.synthetic.sets",
+)
+_loaded = False
+
+
+def load_builtins() -> None:
+    """Register every built-in model, loss, perturbation and dataset (imports
+    ``BUILTIN_MODULES``; later calls return at once)."""
+    global _loaded
+    if _loaded:
+        return
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)
+    _loaded = True

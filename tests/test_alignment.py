@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reidbench.datasets.alignment import (
+from reidbench.data.alignment import (
     ARCFACE_TEMPLATE,
     align_face,
     arcface_matrix,

@@ -10,7 +10,6 @@ import pytest
 import rpe_reference as ref
 import torch
 
-import reidbench.models  # noqa: F401  (registers models)
 from reidbench.config import ModelConfig, RelPosConfig
 from reidbench.layers.attention import Attention
 from reidbench.layers.irpe import IRPE, IRPEConfig
@@ -18,6 +17,9 @@ from reidbench.layers.kprpe import kprpe_factory
 from reidbench.layers.position import AttentionContext
 from reidbench.layers.rpe import ShawRPE
 from reidbench.models import build_model
+from reidbench.registry import load_builtins
+
+load_builtins()  # every built-in model, loss, perturbation and dataset, as the CLI registers them
 
 GRID = (6, 5)  # non-square; offsets up to 5 rows reach the logarithmic and clipped buckets
 T = 1 + GRID[0] * GRID[1]

@@ -146,7 +146,7 @@ def test_synthetic_generated_beside_a_committed_readme(tmp_path: Path) -> None:
 
 
 def test_unspecified_settings_never_regenerate_a_users_set(tmp_path: Path) -> None:
-    from reidbench.datasets.synthetic_reid import generate_synthetic_reid
+    from reidbench.synthetic.reid import generate_synthetic_reid
 
     generate_synthetic_reid(tmp_path, seed=3, num_ids=12)
     stamp = (tmp_path / "manifest.json").stat().st_mtime_ns

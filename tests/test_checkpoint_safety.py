@@ -91,6 +91,7 @@ def hostile_commands(run: Path, runs: Path, hostile: Path) -> dict[str, list[str
     }
 
 
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.parametrize("fmt", ["zip", "pickle"])
 @pytest.mark.parametrize("command", ["run --resume RUN", "run --resume (automatic)",
                                      "robustness --checkpoint", "robustness (latest run)",
@@ -116,6 +117,7 @@ def test_hostile_checkpoint_runs_no_code(
     assert "evil.pt" in err or f"{run.name}/checkpoint.pt" in err
 
 
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.parametrize("content,needle", [
     (b"", "cannot be read (EOFError): the file is truncated or not a PyTorch checkpoint"),
     (b"this is not a checkpoint at all", "the file is truncated or not a PyTorch checkpoint"),
@@ -157,6 +159,7 @@ def test_malformed_checkpoint_on_resume_is_one_line(
         assert (run / "environment.json").read_bytes() == env
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_training_checkpoint_round_trips_through_the_safe_reader(trained: Path, tmp_path: Path) -> None:
     """What the trainer saves (state dicts, optimizer and scheduler state, RNG byte tensors, the
     history) is all the safe reader accepts, and comes back equal."""

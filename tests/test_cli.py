@@ -28,6 +28,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.parametrize("args,needle", [
     (["run", "--model", "nope"], "unknown model 'nope'; expected one of: ape, irpe, kprpe"),
     (["run", "--dataset", "nope"], "unknown dataset 'nope'; expected one of:"),
@@ -64,6 +65,7 @@ def test_empty_data_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert code == 2 and "no bounding_box_train/" in err
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_end_to_end_run_and_leaderboard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "runs"
     code, err = run_cli(["run", *TINY, "--epochs", "1", "--output", str(out)], capsys)
@@ -83,6 +85,7 @@ def test_end_to_end_run_and_leaderboard(tmp_path: Path, capsys: pytest.CaptureFi
     assert (tmp_path / "lb.md").read_text().count("\n") == 3
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_interrupted_run_resumes_to_the_same_result(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,10 +98,10 @@ def test_interrupted_run_resumes_to_the_same_result(
     interrupted = tmp_path / "interrupted"
     real_epoch = trainer._train_epoch
 
-    def stop_at_second_epoch(state, loader, device, cfg, epoch, run_dir, progress):  # type: ignore[no-untyped-def]
+    def stop_at_second_epoch(state, loader, device, cfg, epoch, run_dir):  # type: ignore[no-untyped-def]
         if epoch == 1:
             raise KeyboardInterrupt
-        return real_epoch(state, loader, device, cfg, epoch, run_dir, progress)
+        return real_epoch(state, loader, device, cfg, epoch, run_dir)
 
     monkeypatch.setattr(trainer, "_train_epoch", stop_at_second_epoch)
     code, err = run_cli(["run", *TINY, "--epochs", "2", "--output", str(interrupted)], capsys)
@@ -128,6 +131,7 @@ def one_epoch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_resume_continues_from_the_checkpoint_state(
     one_epoch: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -161,6 +165,7 @@ def test_resume_continues_from_the_checkpoint_state(
     assert json.loads((resumed / "timings.json").read_text())["train_seconds"] == 1000.0
 
 
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.parametrize("extra,needle", [
     (["--set", "train.lr=1.0"], "cannot change train.lr (it ran with 0.00035, this command gives 1.0)"),
     (["--model", "kprpe"], "cannot change model.name (it ran with 'ape', this command gives 'kprpe')"),
@@ -186,6 +191,7 @@ def test_resume_refuses_to_change_the_recipe(
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_resume_accepts_settings_that_agree_with_the_record(one_epoch: Path, tmp_path: Path) -> None:
     from reidbench.engine.run import resume_config, resume_request
     from reidbench.reporting.records import read_run_config
@@ -209,6 +215,7 @@ def test_console_entry_point_exit_code() -> None:
     )
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_nan_loss_stops_naming_term_and_step_and_keeps_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,15 +9,14 @@ import pytest
 import yaml
 from conftest import REPO
 
-import reidbench.datasets.catalog  # noqa: F401  (registers datasets)
-import reidbench.losses  # noqa: F401  (registers losses)
-import reidbench.models  # noqa: F401  (registers models)
 from reidbench import cli, config
 from reidbench import config_rules as rules
 from reidbench.config import CONFIG_DIR, EvalConfig, RunConfig, from_dict, resolve_config, validate
 from reidbench.config_rules import FIELD_RULES
 from reidbench.errors import ConfigError
-from reidbench.registry import DATASETS, MODELS
+from reidbench.registry import DATASETS, MODELS, load_builtins
+
+load_builtins()  # every built-in model, loss, perturbation and dataset, as the CLI registers them
 
 
 @pytest.mark.parametrize("sets,message", [

@@ -13,7 +13,7 @@ from test_ijb import ijb_tree
 
 from reidbench import cli
 from reidbench.datasets.base import BODY_KEYPOINTS, FACE_KEYPOINTS
-from reidbench.datasets.catalog import INFOS
+from reidbench.datasets.catalog import dataset_info
 from reidbench.datasets.checks import compare_published, unreadable_images
 from reidbench.datasets.keypoints import read_sidecar, write_keypoints_csv
 from reidbench.datasets.market1501 import read_market_layout
@@ -25,6 +25,7 @@ def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str
     return code, out.out, out.err
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_mini_market_is_a_subset(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = check(capsys, "market1501", "--data-root", str(MINI_MARKET), "--json")
     report = json.loads(out)
@@ -49,6 +50,7 @@ def test_compare_published() -> None:
     assert compare_published(counts, published)["train"] == "subset"
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_face_and_template_sets_report_pairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = check(capsys, f"folder:{ORL_FACES}", "--json", "--images", "none")
     report = json.loads(out)
@@ -88,14 +90,14 @@ def test_missing_tree_is_one_line_naming_path_tree_and_source(
     code, _, err = check(capsys, name, "--data-root", str(tmp_path / "absent"))
     assert code == 2 and len(err.splitlines()) == 1
     assert str(tmp_path / "absent") in err and "never downloads" in err
-    assert INFOS[name].source.split(" ")[0] in err
+    assert dataset_info(name).source.split(" ")[0] in err
 
 
 def test_list_shows_every_dataset_with_its_tree(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["-q", "data", "list"]) == 0
     out = capsys.readouterr().out
     for name in ("market1501", "dukemtmc", "msmt17", "lfw", "ijbb", "ijbc", "folder"):
-        assert name in out and INFOS[name].tree in out
+        assert name in out and dataset_info(name).tree in out
 
 
 def test_sidecar_schema_from_its_header(tmp_path: Path) -> None:

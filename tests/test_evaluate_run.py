@@ -14,9 +14,9 @@ from reidbench import cli
 from reidbench.config import resolve_config
 from reidbench.data.loader import ImageDataset
 from reidbench.datasets.catalog import build_dataset
-from reidbench.datasets.ijb import evaluate_templates
 from reidbench.engine.trainer import eval_transform
 from reidbench.evaluation.reid import extract_features
+from reidbench.evaluation.templates import evaluate_templates
 from reidbench.models import build_model
 from reidbench.reporting.records import write_run_config
 
@@ -48,7 +48,7 @@ def test_scores_a_run_on_ijb_templates(tmp_path: Path, capsys: pytest.CaptureFix
     cfg = resolve_config("ijbb", "kprpe", overrides=["model.depth=1", f"data.root={tmp_path / 'data'}"])
     ts = build_dataset(cfg.data)
     feats = extract_features(model, ImageDataset(ts.images, eval_transform(cfg), 5), 16,
-                             torch.device("cpu"), progress=False)
+                             torch.device("cpu"))
     assert got["auc"] == pytest.approx(evaluate_templates(ts, feats.feats)["auc"])
     assert "templates" not in capsys.readouterr().err
 

@@ -32,8 +32,8 @@ def test_flip_fusion_adds_the_mirror(tmp_path) -> None:  # type: ignore[no-untyp
     record = ImageRecord(str(tmp_path / "a.jpg"), 1, 0, kps)
     ds = ImageDataset([record], Transform(8, 4, (0.0,) * 3, (1.0,) * 3), num_keypoints=10)
     perm = tuple(BODY_KEYPOINTS.flip_permutation())
-    plain = extract_features(Probe(), ds, 1, torch.device("cpu"), progress=False)
-    fused = extract_features(Probe(), ds, 1, torch.device("cpu"), progress=False, flip=True,
+    plain = extract_features(Probe(), ds, 1, torch.device("cpu"))
+    fused = extract_features(Probe(), ds, 1, torch.device("cpu"), flip=True,
                              flip_perm=perm)
     # the mirror's left half is the bright one; its keypoint 2 is the old 3 mirrored (1 - 0.75)
     assert plain.feats[0, 0] < 0.05 and fused.feats[0, 0] > 0.7

@@ -25,6 +25,7 @@ def orl() -> ReidSplit:
     return read_folder_dataset(ORL_FACES, name="folder:orl")
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_orl_split_counts(orl: ReidSplit) -> None:
     assert [len(orl.train), len(orl.query), len(orl.gallery)] == [200, 20, 180]
     assert orl.num_train_pids == 20 and sorted({r.pid for r in orl.train}) == list(range(20))
@@ -37,6 +38,7 @@ def test_orl_split_counts(orl: ReidSplit) -> None:
     assert all(r.path.endswith(".pgm") for r in orl.train)
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_orl_verification_folds(orl: ReidSplit) -> None:
     vs = orl.verification
     assert vs is not None and vs.num_folds == 10 and len(vs.pairs) == 1800
@@ -56,6 +58,7 @@ def test_orl_verification_folds(orl: ReidSplit) -> None:
     assert {vs.identities[p] for p in pids} == {Path(r.path).parent.name for r in orl.query}
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_seeded_and_deterministic(orl: ReidSplit) -> None:
     again = read_folder_dataset(ORL_FACES, name="folder:orl")
     assert again.train == orl.train and again.query == orl.query
@@ -64,6 +67,7 @@ def test_seeded_and_deterministic(orl: ReidSplit) -> None:
     assert {r.path for r in other.query} != {r.path for r in orl.query}
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_registered_as_folder_prefix_and_with_data_root() -> None:
     by_prefix = build_dataset(DataConfig(name=f"folder:{ORL_FACES}"))
     by_root = build_dataset(DataConfig(name="folder", root=str(ORL_FACES)))
@@ -122,6 +126,7 @@ def test_face_landmark_sidecar_turns_on_alignment(tmp_path: Path) -> None:
     assert split.keypoint_schema.num_keypoints == 3 and split.train[0].align is None
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_run_end_to_end_on_orl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     overrides = ["model.depth=1", "data.height=56", "data.width=48", "train.batch_size=32"]
     cfg = resolve_config(
@@ -130,7 +135,7 @@ def test_run_end_to_end_on_orl(tmp_path: Path, capsys: pytest.CaptureFixture[str
         flags={"train": {"epochs": 1}, "output": str(tmp_path / "a")},
         overrides=overrides,
     )
-    run_dir, metrics = run_experiment(cfg, progress=False)
+    run_dir, metrics = run_experiment(cfg)
     assert metrics["task"] == "reid" and metrics["num_valid_queries"] == 20
     assert (run_dir / "metrics.json").is_file()
     # the command line, with the collection as --data-root

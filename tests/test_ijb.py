@@ -14,14 +14,15 @@ from sklearn.metrics import roc_auc_score
 
 from reidbench import cli
 from reidbench.config import DataConfig, ModelConfig
+from reidbench.data.alignment import ARCFACE_TEMPLATE
 from reidbench.data.loader import ImageDataset
 from reidbench.data.transforms import Transform
-from reidbench.datasets.alignment import ARCFACE_TEMPLATE
 from reidbench.datasets.base import FACE_KEYPOINTS, TemplateSet
 from reidbench.datasets.catalog import build_dataset
-from reidbench.datasets.ijb import IJBB, IJBC, evaluate_templates, read_ijb
+from reidbench.datasets.ijb import IJBB, IJBC, read_ijb
 from reidbench.errors import DatasetError
 from reidbench.evaluation.reid import extract_features
+from reidbench.evaluation.templates import evaluate_templates
 from reidbench.models import build_model
 
 # template -> (subject, [media of each image]); templates 10 and 11 share subject 0
@@ -187,7 +188,7 @@ def test_evaluation_path_end_to_end(tmp_path: Path) -> None:
         for p in model.backbone.kprpe.parameters():
             p.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
     dataset = ImageDataset(ts.images, tf, 5)
-    feats = extract_features(model, dataset, 4, torch.device("cpu"), progress=False)
+    feats = extract_features(model, dataset, 4, torch.device("cpu"))
     assert feats.feats.shape == (len(ts.images), model.dim)
     # each row is the model's embedding of that aligned crop with its own landmarks, in order
     model.eval()

@@ -149,7 +149,7 @@ def test_nan_keypoints_on_gallery_rows_never_reach_the_model(market_tree: Path) 
     model = build_model(ModelConfig(name="kprpe", depth=2), (64, 32), 10)
     tf = Transform(64, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     dataset = ImageDataset(split.gallery, tf, 10)
-    feats = extract_features(model, dataset, 4, torch.device("cpu"), progress=False)
+    feats = extract_features(model, dataset, 4, torch.device("cpu"))
     assert np.isfinite(feats.feats).all()
     items = [dataset[i] for i in range(len(dataset))]
     assert [bool(it["has_keypoints"]) for it in items] == [r.keypoints is not None for r in split.gallery]
@@ -203,6 +203,7 @@ def test_data_check_reports_keypoint_coverage(tmp_path: Path, capsys: pytest.Cap
     assert "1 row(s) dropped as invalid" in out and "1 row(s) name no image of the dataset" in out
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_data_check_without_a_sidecar(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = check(capsys, "market1501", "--data-root", str(MINI_MARKET), "--images", "none")
     assert code == 0 and "keypoints: none (no sidecar)" in out

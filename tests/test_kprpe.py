@@ -84,7 +84,7 @@ def test_zero_init_in_vit_equals_vit_without_kprpe() -> None:
     plain = VisionTransformer(**kw)
     shared, factory = kprpe_factory(num_keypoints=5, depth=2, num_heads=2)
     torch.manual_seed(0)
-    vit = VisionTransformer(**kw, rel_pos=factory)
+    vit = VisionTransformer(**kw, rel_pos_factory=factory)
     vit.kprpe = shared  # what the lead's builder does: the shared module is owned by the ViT
     keys = [k for k in vit.state_dict() if "kprpe" in k or "rel_pos" in k]
     assert sorted(keys) == ["kprpe.bias", "kprpe.prefix_bias", "kprpe.weight"]

@@ -11,12 +11,12 @@ from PIL import Image
 
 from reidbench import cli
 from reidbench.config import DataConfig
-from reidbench.datasets.alignment import load_aligned
+from reidbench.data.alignment import load_aligned
 from reidbench.datasets.base import FACE_KEYPOINTS, FaceSplit, VerificationSet
 from reidbench.datasets.catalog import build_dataset
 from reidbench.datasets.lfw import LFW_ALIGN, read_lfw, read_lfw_split
-from reidbench.datasets.synthetic_faces import generate_synthetic_faces
 from reidbench.errors import DatasetError
+from reidbench.synthetic.faces import generate_synthetic_faces
 
 PEOPLE = {"Alice_Smith": 3, "Bob_Jones": 2, "Carol_White": 1, "Dan_Brown": 2}
 PAIRS_2_FOLDS = (
@@ -188,7 +188,7 @@ def test_records_carry_the_documented_alignment(tmp_path: Path) -> None:
 
 
 def test_landmarks_align_onto_the_template(tmp_path: Path) -> None:
-    from reidbench.datasets.alignment import ARCFACE_TEMPLATE, to_normalised, to_pixels
+    from reidbench.data.alignment import ARCFACE_TEMPLATE, to_normalised, to_pixels
     from reidbench.datasets.keypoints import write_keypoints_csv
 
     _tiny_lfw(tmp_path)

@@ -23,7 +23,9 @@ from reidbench.losses import (
     supcon_loss,
 )
 from reidbench.losses.functional import adaface_quality
-from reidbench.registry import LOSSES
+from reidbench.registry import LOSSES, load_builtins
+
+load_builtins()  # every built-in model, loss, perturbation and dataset, as the CLI registers them
 
 
 def brute_triplet(feats: torch.Tensor, pids: torch.Tensor, margin: float) -> torch.Tensor:

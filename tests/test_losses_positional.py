@@ -10,7 +10,6 @@ import pytest
 import rpe_reference as ref
 import torch
 
-import reidbench.models  # noqa: F401  (registers models)
 from reidbench.config import LossConfig, ModelConfig, RelPosConfig
 from reidbench.errors import ConfigError
 from reidbench.layers.ape import AbsolutePositionEmbedding
@@ -21,6 +20,9 @@ from reidbench.layers.rpe import ShawRPE
 from reidbench.losses import TrainOutputs, build_loss, relation_vectors, top_patches
 from reidbench.losses.functional import positional_jsd
 from reidbench.models import build_model
+from reidbench.registry import load_builtins
+
+load_builtins()  # every built-in model, loss, perturbation and dataset, as the CLI registers them
 
 GRID = (4, 3)
 N = GRID[0] * GRID[1]

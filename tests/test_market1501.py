@@ -71,6 +71,7 @@ def test_same_records_as_torchreid(tmp_path: Path) -> None:
     assert_same_as_torchreid(our_records(tree), torchreid_records(tmp_path))
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_real_mini_market_matches_torchreid(tmp_path: Path) -> None:
     (tmp_path / "market1501").symlink_to(MINI_MARKET.resolve())
     ours = our_records(MINI_MARKET)
@@ -78,6 +79,7 @@ def test_real_mini_market_matches_torchreid(tmp_path: Path) -> None:
     assert [len(ours[s]) for s in ("train", "query", "gallery")] == [32, 32, 32]
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_real_mini_market_protocol_drops_same_camera_only_queries() -> None:
     from reidbench.metrics.rank import evaluate_ranking
 

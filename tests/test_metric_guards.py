@@ -146,7 +146,7 @@ def test_extract_features_names_the_image(tmp_path: Path) -> None:
         records.append(ImageRecord(str(path), i, 0))
     ds = ImageDataset(records, Transform(8, 4, (0.0,) * 3, (1.0,) * 3))
     with pytest.raises(ReidbenchError) as exc:
-        extract_features(BrightIsNan(), ds, 2, torch.device("cpu"), "gallery features", progress=False)
+        extract_features(BrightIsNan(), ds, 2, torch.device("cpu"), "gallery features")
     assert str(exc.value).startswith(
         f"gallery features: 2 of 5 rows are NaN/inf (first row 2, image {tmp_path / 'img2.png'})")
 
@@ -232,6 +232,7 @@ TINY = ["--dataset", "market1501", "--data-root", str(MINI_MARKET), "--batch-siz
         "--set", "data.width=32", "--set", "model.patch_size=8", "--set", "train.warmup_epochs=0"]
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_run_refuses_to_record_impossible_metrics(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:

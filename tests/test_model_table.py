@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import reidbench.models.cnn  # noqa: F401  (registers osnet, resnet50)
-import reidbench.models.poster  # noqa: F401  (registers poster)
 from reidbench.config import ModelConfig
 from reidbench.models import build_model
+from reidbench.registry import load_builtins
 from reidbench.reporting.model_table import count_flops, format_table, model_rows
+
+load_builtins()  # every built-in model, loss, perturbation and dataset, as the CLI registers them
 
 TINY = dict(size="nano", depth=2, embed_dim=32, num_heads=2, patch_size=8)
 

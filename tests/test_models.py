@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-import reidbench.models  # noqa: F401  (registers models)
 from reidbench.config import ModelConfig
 from reidbench.models import build_model
-from reidbench.registry import MODELS
+from reidbench.registry import MODELS, load_builtins
+
+load_builtins()  # every built-in model, loss, perturbation and dataset, as the CLI registers them
 
 TINY = dict(size="nano", depth=2, embed_dim=32, num_heads=2, patch_size=8)
 GRIDS = {"non-square 16x8": (128, 64), "square 14x14": (112, 112)}

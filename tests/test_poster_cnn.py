@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import reidbench.models  # noqa: F401  (registers the ViT variants)
-import reidbench.models.cnn  # noqa: F401  (registers osnet, resnet50)
-import reidbench.models.poster  # noqa: F401  (registers poster)
 from reidbench.config import ModelConfig
 from reidbench.errors import ConfigError
 from reidbench.models import build_model
@@ -22,7 +19,9 @@ from reidbench.models.poster import (
     patch_centres,
     sample_at_keypoints,
 )
-from reidbench.registry import MODELS
+from reidbench.registry import MODELS, load_builtins
+
+load_builtins()  # every built-in model, loss, perturbation and dataset, as the CLI registers them
 
 TINY = dict(size="nano", depth=2, embed_dim=32, num_heads=2, patch_size=8)
 SIZES = {"non-square": (128, 64), "square": (112, 112)}

@@ -67,6 +67,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pyt
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temp file left behind
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_preview_of_real_market(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "grid.png"
     code = cli.main(["-q", "data", "preview", "market1501", "--data-root", str(MINI_MARKET),

@@ -17,7 +17,8 @@ from reidbench.data.transforms import Transform
 from reidbench.datasets.catalog import build_dataset
 from reidbench.errors import ConfigError, ReidbenchError
 from reidbench.evaluation.reid import Features
-from reidbench.evaluation.robustness import Cell, Extractor, SweepData, SweepSpec, sweep
+from reidbench.evaluation.robustness import Cell, Extractor, SweepSpec, sweep
+from reidbench.evaluation.tasks import PairTask, ReidTask, task_for
 from reidbench.reporting import robustness as R
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -56,17 +57,21 @@ def extractor(use_keypoints: bool, hw: tuple[int, int]) -> Counting:
 
 
 @pytest.fixture(scope="module")
-def reid_data(tmp_path_factory: pytest.TempPathFactory) -> SweepData:
+def reid_data(tmp_path_factory: pytest.TempPathFactory) -> ReidTask:
     root = tmp_path_factory.mktemp("rob-reid")
     cfg = DataConfig(name="synthetic-reid", root=str(root), synth_ids=16)
-    return SweepData.from_split(build_dataset(cfg))
+    task = task_for(build_dataset(cfg))
+    assert isinstance(task, ReidTask)
+    return task
 
 
 @pytest.fixture(scope="module")
-def face_data(tmp_path_factory: pytest.TempPathFactory) -> SweepData:
+def face_data(tmp_path_factory: pytest.TempPathFactory) -> PairTask:
     root = tmp_path_factory.mktemp("rob-faces")
-    return SweepData.from_split(build_dataset(
+    task = task_for(build_dataset(
         DataConfig(name="synthetic-faces", root=str(root), synth_ids=24, synth_train_ids=8)))
+    assert isinstance(task, PairTask)
+    return task
 
 
 SPEC = SweepSpec(("rotate", "kpnoise"), (0, 2, 5), "query", seed=0)
@@ -76,7 +81,7 @@ def by_key(cells: list[Cell]) -> dict[tuple[str, int], Cell]:
     return {(c.perturbation, c.severity): c for c in cells}
 
 
-def test_reid_sweep_reextracts_only_the_perturbed_queries(reid_data: SweepData) -> None:
+def test_reid_sweep_reextracts_only_the_perturbed_queries(reid_data: ReidTask) -> None:
     ex = extractor(True, (64, 32))
     clean, cells = sweep(ex, reid_data, SPEC)
     nq, ng = len(reid_data.split.query), len(reid_data.split.gallery)  # type: ignore[union-attr]
@@ -95,28 +100,28 @@ def test_reid_sweep_reextracts_only_the_perturbed_queries(reid_data: SweepData) 
     assert all(k is not None and k.shape[1:] == (10, 2) for k in ex.model.seen_keypoints)  # type: ignore[union-attr]
 
 
-def test_severity_zero_matches_an_independent_clean_extraction(reid_data: SweepData) -> None:
+def test_severity_zero_matches_an_independent_clean_extraction(reid_data: ReidTask) -> None:
     from reidbench.data.loader import ImageDataset
     from reidbench.evaluation.reid import evaluate_reid, extract_features
 
     split = reid_data.split
     tf = Transform(64, 32, MEAN, STD)
     model = Probe(True)
-    q = extract_features(model, ImageDataset(split.query, tf, 10), 16, torch.device("cpu"), progress=False)  # type: ignore[union-attr]
-    g = extract_features(model, ImageDataset(split.gallery, tf, 10), 16, torch.device("cpu"), progress=False)  # type: ignore[union-attr]
+    q = extract_features(model, ImageDataset(split.query, tf, 10), 16, torch.device("cpu"))  # type: ignore[union-attr]
+    g = extract_features(model, ImageDataset(split.gallery, tf, 10), 16, torch.device("cpu"))  # type: ignore[union-attr]
     expected = evaluate_reid(q, g)
     clean, _ = sweep(extractor(True, (64, 32)), reid_data, SweepSpec(("scale",), (0,)))
     assert clean.values == {"mAP": expected.mAP, "rank1": float(expected.cmc[0])}
 
 
-def test_keypoint_noise_leaves_a_keypoint_blind_model_unchanged(reid_data: SweepData) -> None:
+def test_keypoint_noise_leaves_a_keypoint_blind_model_unchanged(reid_data: ReidTask) -> None:
     _, cells = sweep(extractor(False, (64, 32)), reid_data, SPEC)
     c = by_key(cells)
     assert c[("kpnoise", 5)].values == c[("kpnoise", 0)].values
     assert c[("rotate", 5)].values != c[("rotate", 0)].values
 
 
-def test_sweep_is_deterministic_and_seeded(reid_data: SweepData) -> None:
+def test_sweep_is_deterministic_and_seeded(reid_data: ReidTask) -> None:
     a = sweep(extractor(True, (64, 32)), reid_data, SPEC)[1]
     b = sweep(extractor(True, (64, 32)), reid_data, SPEC)[1]
     other = sweep(extractor(True, (64, 32)), reid_data, SweepSpec(SPEC.perturbations, SPEC.severities,
@@ -125,7 +130,7 @@ def test_sweep_is_deterministic_and_seeded(reid_data: SweepData) -> None:
     assert [c.values for c in a] != [c.values for c in other]
 
 
-def test_side_both_perturbs_the_gallery_too(reid_data: SweepData) -> None:
+def test_side_both_perturbs_the_gallery_too(reid_data: ReidTask) -> None:
     ex = extractor(True, (64, 32))
     _, both = sweep(ex, reid_data, SweepSpec(("translate",), (0, 4), "both"))
     nq, ng = len(reid_data.split.query), len(reid_data.split.gallery)  # type: ignore[union-attr]
@@ -136,8 +141,8 @@ def test_side_both_perturbs_the_gallery_too(reid_data: SweepData) -> None:
         SweepSpec(("scale",), (0,), "gallery")
 
 
-def test_verification_sweep_perturbs_the_second_image_of_each_pair(face_data: SweepData) -> None:
-    vs = face_data.verification
+def test_verification_sweep_perturbs_the_second_image_of_each_pair(face_data: PairTask) -> None:
+    vs = face_data.pairs
     ex = extractor(True, (48, 48))
     clean, cells = sweep(ex, face_data, SweepSpec(("scale", "kpnoise"), (0, 5)))
     paired, second = len(np.unique(vs.pairs)), len(np.unique(vs.pairs[:, 1]))
@@ -158,11 +163,11 @@ def test_verification_sweep_perturbs_the_second_image_of_each_pair(face_data: Sw
 
 @pytest.mark.parametrize("side", ["query", "both"])
 def test_verification_pairs_compare_the_right_images(
-    face_data: SweepData, side: str, monkeypatch: pytest.MonkeyPatch,
+    face_data: PairTask, side: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """side=query: pair (i, j) compares clean image i with perturbed image j; both: perturbed i
     with perturbed j. Features here are (record index, perturbed?)."""
-    import reidbench.evaluation.robustness as rob
+    import reidbench.evaluation.tasks.pairs as rob
 
     class Tagged(Extractor):
         def __call__(self, dataset, flip_perm):  # type: ignore[override]
@@ -180,7 +185,7 @@ def test_verification_pairs_compare_the_right_images(
     monkeypatch.setattr(rob, "pair_scores", capture)
     ex = Tagged(Probe(False), Transform(48, 48, MEAN, STD), torch.device("cpu"))
     sweep(ex, face_data, SweepSpec(("rotate",), (0, 3), side))
-    vs = face_data.verification
+    vs = face_data.pairs
     (clean_feats, clean_pairs), (feats, pairs) = seen
     np.testing.assert_array_equal(clean_feats[clean_pairs][..., 1], 0.0)
     first, second = feats[pairs[:, 0]], feats[pairs[:, 1]]

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO
 
 from reidbench import cli
-from reidbench.engine import bench
+from reidbench.engine import bench, sweep
 from reidbench.errors import ReidbenchError
 
 
@@ -23,7 +23,7 @@ def no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise Reached("reached load_model")
 
-    monkeypatch.setattr(bench, "load_model", refuse)
+    monkeypatch.setattr(sweep, "load_model", refuse)
 
 
 def robustness(tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -84,17 +84,17 @@ def test_report_id_is_a_plain_name(tmp_path: Path, bad: str, no_models: None,
 def test_bench_regenerates_its_own_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """bench replaces <output>/robustness/<dataset>-<side>.*: it made them (from its fresh runs)."""
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(bench, "run_experiment", lambda cfg, progress: (tmp_path / cfg.model.name, {}))
+    monkeypatch.setattr(bench, "run_experiment", lambda cfg: (tmp_path / cfg.model.name, {}))
     monkeypatch.setattr(bench, "source_from_run", lambda d: d.name)
 
-    def sweep(sources: list[str], spec: Any, out_dir: Path, **kwargs: Any) -> Any:
+    def sweep_models(sources: list[str], spec: Any, out_dir: Path, **kwargs: Any) -> Any:
         seen.update(kwargs, sources=sources, out_dir=out_dir)
-        return bench.RobustnessResult([], {}, {})
+        return sweep.RobustnessResult([], {}, {})
 
-    monkeypatch.setattr(bench, "sweep_models", sweep)
+    monkeypatch.setattr(bench, "sweep_models", sweep_models)
     monkeypatch.setattr(bench, "rebuild_leaderboard", lambda runs, out: ([], []))
     spec = bench.SweepSpec(("rotate",), (0, 1), "query", 0)
-    bench.run_bench("synthetic-reid", ["ape", "kprpe"], spec, tmp_path, progress=False)
+    bench.run_bench("synthetic-reid", ["ape", "kprpe"], spec, tmp_path)
     assert seen["overwrite"] is True and seen["sources"] == ["ape", "kprpe"]
     assert seen["out_dir"] == tmp_path / "robustness"
 
@@ -103,9 +103,9 @@ def test_committed_report_meta_names_bench(tmp_path: Path) -> None:
     """The refusal message quotes the command that made a report, read from its .json."""
     (tmp_path / "r.json").write_text(json.dumps({"command": "reidbench robustness --model ape"}))
     with pytest.raises(ReidbenchError, match=r"made by `reidbench robustness --model ape`"):
-        bench.check_report_free(tmp_path, "r")
+        sweep.check_report_free(tmp_path, "r")
     (tmp_path / "s.csv").write_text("x")
     (tmp_path / "s.json").write_bytes(b"\xff not json")
     with pytest.raises(ReidbenchError, match=r"s\.\* already exists; nothing"):
-        bench.check_report_free(tmp_path, "s")
-    bench.check_report_free(tmp_path, "free")
+        sweep.check_report_free(tmp_path, "s")
+    sweep.check_report_free(tmp_path, "free")

@@ -117,6 +117,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 def test_a_run_in_use_cannot_be_resumed_and_a_killed_holder_frees_it(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -192,6 +193,7 @@ def test_a_record_missing_keys_is_an_error_never_defaults(tmp_path: Path, cut: s
     assert missing.format(path=path) in str(info.value) and "never filled with defaults" in str(info.value)
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_a_resume_of_a_cut_record_is_one_line(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -206,6 +208,7 @@ def test_a_resume_of_a_cut_record_is_one_line(
         assert f"run record {run / 'config.yaml'} lacks train; " in err
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_resume_appends_to_environment_and_records_what_changed(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -223,6 +226,7 @@ def test_resume_appends_to_environment_and_records_what_changed(
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_an_unreadable_environment_is_never_overwritten(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -266,6 +270,7 @@ def torch_like_save(obj: object, fh: object) -> None:
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
 
 
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.parametrize("disk", ["simulated", "/dev/full"])
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, disk: str
@@ -294,6 +299,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line(
     assert files(out) == []  # nothing half-made: no checkpoint, so the new folder is gone
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_ctrl_c_in_the_first_epoch_leaves_nothing_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -315,10 +321,11 @@ def test_ctrl_c_in_the_first_epoch_leaves_nothing_and_says_so(
     assert files(out) == []
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_ctrl_c_never_removes_what_the_run_did_not_write(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def interrupted(state, loader, device, cfg, epoch, run_dir, progress):  # type: ignore[no-untyped-def]
+    def interrupted(state, loader, device, cfg, epoch, run_dir):  # type: ignore[no-untyped-def]
         (run_dir / "notes.txt").write_text("mine")  # the user's file, put there meanwhile
         raise KeyboardInterrupt
 
@@ -330,6 +337,7 @@ def test_ctrl_c_never_removes_what_the_run_did_not_write(
     assert files(run) == ["notes.txt"] and (run / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_ctrl_c_while_saving_a_checkpoint_leaves_no_temporary_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -352,6 +360,7 @@ def test_ctrl_c_while_saving_a_checkpoint_leaves_no_temporary_file(
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1  # the previous one
 
 
+@pytest.mark.usefixtures("shared_data")
 def test_dataloader_worker_error_is_the_original_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -378,6 +387,7 @@ def test_worker_error_unwrapping() -> None:
                                              "ValueError: a bug")) is None
 
 
+@pytest.mark.usefixtures("shared_data")
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_weights_gone_non_finite_stop_the_run_naming_them_and_the_epoch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

@@ -13,17 +13,10 @@ from PIL import Image
 from reidbench.data.geometry import transform_points
 from reidbench.datasets.base import FACE_KEYPOINTS
 from reidbench.datasets.keypoints import read_keypoints_csv
-from reidbench.datasets.synthetic_faces import (
-    DEFAULT_IDS,
-    IMAGE_SIZE,
-    SYNTHETIC_FACES_VERSION,
-    FaceView,
-    expression_landmarks,
-    generate_synthetic_faces,
-    render_face,
-    sample_identity,
-)
 from reidbench.errors import DatasetError
+from reidbench.synthetic.faces import DEFAULT_IDS, SYNTHETIC_FACES_VERSION, generate_synthetic_faces
+from reidbench.synthetic.faces_params import IMAGE_SIZE, FaceView, expression_landmarks, sample_identity
+from reidbench.synthetic.faces_render import render_face
 
 SMALL = {"num_ids": 24, "folds": 3, "pairs_per_fold": 6, "num_train_ids": 6}
 

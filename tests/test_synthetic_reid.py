@@ -15,21 +15,10 @@ from PIL import Image
 from reidbench.data import geometry
 from reidbench.datasets.base import BODY_KEYPOINTS
 from reidbench.datasets.keypoints import read_keypoints_csv
-from reidbench.datasets.synthetic_reid import (
-    CROP_HW,
-    DEFAULT_IDS,
-    SPLITS,
-    SYNTHETIC_REID_VERSION,
-    Identity,
-    Pose,
-    fit_matrix,
-    generate_synthetic_reid,
-    place_person,
-    render_person,
-    sample_identity,
-    sample_pose,
-)
 from reidbench.errors import DatasetError
+from reidbench.synthetic.reid import DEFAULT_IDS, SPLITS, SYNTHETIC_REID_VERSION, generate_synthetic_reid
+from reidbench.synthetic.reid_params import CROP_HW, Identity, Pose, sample_identity, sample_pose
+from reidbench.synthetic.reid_render import fit_matrix, place_person, render_person
 
 NAME = re.compile(r"^(-1|\d{4})_c([1-6])s[1-6]_\d{6}_\d{2}\.jpg$")
 NUM_IDS = 16

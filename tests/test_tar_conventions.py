@@ -96,7 +96,8 @@ def test_cli_shows_and_records_both(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_ijb_templates_report_both(tmp_path: Path) -> None:
     from test_ijb import ijb_tree, reference_metrics
 
-    from reidbench.datasets.ijb import IJBB, evaluate_templates, read_ijb
+    from reidbench.datasets.ijb import IJBB, read_ijb
+    from reidbench.evaluation.templates import evaluate_templates
 
     ts = read_ijb(ijb_tree(tmp_path), IJBB)
     feats = np.random.default_rng(1).standard_normal((len(ts.images), 16))

@@ -111,9 +111,9 @@ def test_non_finite_gradient_stops_naming_the_step(
     real_forward, real_epoch = modules.TripletLoss.forward, trainer._train_epoch
     seen = {"epoch": 0, "calls": 0}
 
-    def track_epoch(state, loader, device, cfg, epoch, run_dir, progress):  # type: ignore[no-untyped-def]
+    def track_epoch(state, loader, device, cfg, epoch, run_dir):  # type: ignore[no-untyped-def]
         seen["epoch"] = epoch
-        return real_epoch(state, loader, device, cfg, epoch, run_dir, progress)
+        return real_epoch(state, loader, device, cfg, epoch, run_dir)
 
     def poisoned(self, out):  # type: ignore[no-untyped-def]
         value = real_forward(self, out)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import reidbench.models  # noqa: F401  (registers models)
 from reidbench import cli
 from reidbench.config import DataConfig
 from reidbench.datasets.catalog import build_dataset
-from reidbench.registry import MODELS
+from reidbench.registry import MODELS, load_builtins
+
+load_builtins()  # every built-in model, loss, perturbation and dataset, as the CLI registers them
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--set", "model.depth=1", "--set", "model.embed_dim=32",
         "--set", "model.num_heads=2", "--set", "model.size=nano"]

@@ -1,1 +1,2 @@
-"""Transforms, samplers and loaders."""
+"""Sample records, face alignment, geometry, transforms (image and keypoints together),
+samplers, loaders and perturbations."""

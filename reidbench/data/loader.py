@@ -10,9 +10,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from reidbench.data.alignment import load_aligned
+from reidbench.data.records import ImageRecord
 from reidbench.data.transforms import Transform
-from reidbench.datasets.alignment import load_aligned
-from reidbench.datasets.base import ImageRecord
 from reidbench.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def load_rgb(path: str) -> np.ndarray:
 
 def load_sample(record: ImageRecord) -> tuple[np.ndarray, np.ndarray | None]:
     """The image and keypoints the model should see for ``record``: decoded, and aligned when
-    the record says how (faces with landmarks; ``datasets.alignment``)."""
+    the record says how (faces with landmarks; ``data.alignment``)."""
     return load_aligned(record, load_rgb(record.path))
 
 

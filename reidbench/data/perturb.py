@@ -42,7 +42,7 @@ import numpy as np
 
 from reidbench.data import geometry
 from reidbench.errors import ConfigError
-from reidbench.registry import PERTURBATIONS
+from reidbench.registry import PERTURBATIONS, load_builtins
 
 MAX_SEVERITY = 5
 ORDER = ("scale", "rotate", "translate", "affine", "kpnoise")  # reports list them in this order
@@ -215,6 +215,7 @@ class KeypointNoise(Perturbation):
 
 def build_perturbation(name: str) -> Perturbation:
     """The registered perturbation ``name`` (a ReidbenchError lists the known ones)."""
+    load_builtins()
     return PERTURBATIONS.get(name)()  # type: ignore[return-value]
 
 
@@ -231,6 +232,7 @@ def parse_names(text: str | None) -> tuple[str, ...]:
 
     Unknown names raise the registry's one-line error.
     """
+    load_builtins()
     if text is None or text.strip() in ("", "all"):
         known = PERTURBATIONS.names()
         return tuple(n for n in ORDER if n in known) + tuple(n for n in known if n not in ORDER)

@@ -1,75 +1,46 @@
-"""Records and splits every dataset adapter returns (see DESIGN.md, "Data contracts")."""
+"""The splits every dataset adapter returns (see DESIGN.md, "Data contracts"): re-ID query /
+gallery, face training identities + verification pairs, IJB templates.
+
+The records they hold (``ImageRecord``, ``FaceAlign``, ``KeypointSchema`` and the body / face
+schemas) are the data layer's (``reidbench.data.records``) and are re-exported here, so an
+adapter imports everything it returns from one module.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
+
+from reidbench.data.records import (
+    BODY_KEYPOINTS,
+    FACE_KEYPOINTS,
+    FaceAlign,
+    ImageRecord,
+    KeypointSchema,
+)
+
+__all__ = [
+    "BODY_KEYPOINTS", "DISTRACTOR_PID", "FACE_KEYPOINTS", "JUNK_PID", "FaceAlign", "FaceSplit",
+    "ImageRecord", "KeypointReport", "KeypointSchema", "ReidSplit", "Split", "TemplateSet",
+    "VerificationSet",
+]
 
 JUNK_PID = -1  # Market-1501 junk images: dropped everywhere (torchreid semantics)
 DISTRACTOR_PID = 0  # Market-1501 background / distractor images: kept in the gallery
 
-
-@dataclass(frozen=True)
-class KeypointSchema:
-    """Names of the K keypoints and the left/right pairs a horizontal flip swaps."""
-
-    names: tuple[str, ...]
-    flip_pairs: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def num_keypoints(self) -> int:
-        return len(self.names)
-
-    def flip_permutation(self) -> np.ndarray:
-        """Index array p such that flipped_keypoints = keypoints[p] after mirroring x."""
-        perm = np.arange(len(self.names))
-        for a, b in self.flip_pairs:
-            perm[a], perm[b] = b, a
-        return perm
+Counts = dict[str, int | None]  # what `reidbench data check` counts in one part of a split
 
 
-# 10 body keypoints, written by the synthetic re-ID generator; left/right from the person's view.
-BODY_KEYPOINTS = KeypointSchema(
-    names=(
-        "head",
-        "neck",
-        "right_shoulder",
-        "left_shoulder",
-        "right_hand",
-        "left_hand",
-        "right_hip",
-        "left_hip",
-        "right_ankle",
-        "left_ankle",
-    ),
-    flip_pairs=((2, 3), (4, 5), (6, 7), (8, 9)),
-)
-
-# The 5 ArcFace landmarks, in insightface's order.
-FACE_KEYPOINTS = KeypointSchema(
-    names=("left_eye", "right_eye", "nose", "left_mouth", "right_mouth"),
-    flip_pairs=((0, 1), (3, 4)),
-)
-
-
-@dataclass(frozen=True)
-class FaceAlign:
-    """How a face is cut from its stored image before the model sees it
-    (``reidbench.datasets.alignment``).
-
-    With landmarks (``landmarks_px`` here, else the record's 5 keypoints) the face is mapped by
-    the least-squares similarity onto insightface's ArcFace ``size`` x ``size`` template; without
-    them the centre square of side ``center_fraction`` x min(height, width) is resized to
-    ``size`` x ``size``.
-    """
-
-    size: int = 112  # output side, pixels (the ArcFace template is defined for 112)
-    center_fraction: float = 1.0  # fallback crop: fraction of the shorter image side kept
-    # (5, 2) landmarks in pixel-index coordinates of the stored image (IJB's meta files give
-    # them so); None: take the record's normalised keypoints
-    landmarks_px: np.ndarray | None = field(default=None, compare=False, repr=False)
+def record_counts(records: list[ImageRecord]) -> Counts:
+    """Images, distinct identities and distinct cameras of ``records``."""
+    return {
+        "images": len(records),
+        "ids": len({r.pid for r in records}),
+        "cams": len({r.camid for r in records}),
+    }
 
 
 @dataclass(frozen=True)
@@ -88,23 +59,6 @@ class KeypointReport:
     explicit: frozenset[str] = frozenset()  # image paths whose row has empty coordinates
     unknown: tuple[str, ...] = ()  # sidecar paths naming no image file under the root
     unused: int = 0  # rows naming files the dataset does not read (e.g. Market junk)
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image: its path, identity, camera and optional (K, 2) keypoints in [0, 1].
-
-    ``pid`` is the dataset's identity (relabelled to 0..P-1 in a train split); ``camid`` is
-    0-indexed. ``keypoints`` are (x, y) normalised to the image as stored on disk. ``align``,
-    when set, says how a face is aligned at load time (``alignment.load_aligned``); keypoints
-    stay in the stored image's frame and are moved with the image.
-    """
-
-    path: str
-    pid: int
-    camid: int
-    keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
-    align: FaceAlign | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -130,16 +84,19 @@ class ReidSplit:
     def num_train_cams(self) -> int:
         return len({r.camid for r in self.train})
 
-    def summary(self) -> dict[str, dict[str, int]]:
-        """Per split: number of images, identities and cameras."""
-        out = {}
-        for split in ("train", "query", "gallery"):
-            records: list[ImageRecord] = getattr(self, split)
-            out[split] = {
-                "images": len(records),
-                "ids": len({r.pid for r in records}),
-                "cams": len({r.camid for r in records}),
-            }
+    def parts(self) -> dict[str, list[ImageRecord]]:
+        """The records of each part: train, query, gallery (and the verification images as
+        ``pairs`` where the dataset defines pairs)."""
+        out = {"train": self.train, "query": self.query, "gallery": self.gallery}
+        if self.verification is not None:
+            out["pairs"] = self.verification.images
+        return out
+
+    def counts(self) -> dict[str, Counts]:
+        """Per part (keyed as ``parts``): images, identities, cameras (pairs and folds)."""
+        out = {part: record_counts(getattr(self, part)) for part in ("train", "query", "gallery")}
+        if self.verification is not None:
+            out["pairs"] = self.verification.pair_counts()
         return out
 
 
@@ -167,6 +124,16 @@ class VerificationSet:
     def num_folds(self) -> int:
         return int(self.folds.max()) + 1 if len(self.folds) else 0
 
+    def pair_counts(self) -> Counts:
+        """Images, identities, cameras, pairs and folds."""
+        return {**record_counts(self.images), "pairs": int(len(self.pairs)), "folds": self.num_folds}
+
+    def parts(self) -> dict[str, list[ImageRecord]]:
+        return {"test": self.images}
+
+    def counts(self) -> dict[str, Counts]:
+        return {"test": self.pair_counts()}
+
 
 @dataclass(frozen=True)
 class FaceSplit:
@@ -184,6 +151,12 @@ class FaceSplit:
     @property
     def num_train_pids(self) -> int:
         return len({r.pid for r in self.train})
+
+    def parts(self) -> dict[str, list[ImageRecord]]:
+        return {"train": self.train, "test": self.verification.images}
+
+    def counts(self) -> dict[str, Counts]:
+        return {"train": record_counts(self.train), "test": self.verification.pair_counts()}
 
 
 @dataclass(frozen=True)
@@ -211,3 +184,25 @@ class TemplateSet:
     @property
     def num_templates(self) -> int:
         return len(np.unique(self.template_ids))
+
+    def parts(self) -> dict[str, list[ImageRecord]]:
+        return {"test": self.images}
+
+    def counts(self) -> dict[str, Counts]:
+        """IJB's 1:1 files name no subjects or cameras: ``ids`` and ``cams`` are None."""
+        media = np.unique(np.stack([self.template_ids, self.media_ids], 1), axis=0)
+        return {
+            "test": {
+                "images": len(self.images),
+                "ids": None,
+                "cams": None,
+                "templates": self.num_templates,
+                "media": int(len(media)),
+                "pairs": int(len(self.labels)),
+                "genuine": int(self.labels.sum()),
+            }
+        }
+
+
+# anything ``reidbench.datasets.catalog.build_dataset`` returns
+Split: TypeAlias = ReidSplit | FaceSplit | VerificationSet | TemplateSet

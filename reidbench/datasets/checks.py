@@ -17,58 +17,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
-from reidbench.datasets.base import (
-    FaceSplit,
-    ImageRecord,
-    ReidSplit,
-    TemplateSet,
-    VerificationSet,
-)
+from reidbench.datasets.base import Counts, ImageRecord, Split
 
 log = logging.getLogger(__name__)
 
-Counts = dict[str, int | None]
 IMAGE_CHECKS = ("none", "header", "decode")
-
-
-def _records(records: list[ImageRecord]) -> Counts:
-    return {
-        "images": len(records),
-        "ids": len({r.pid for r in records}),
-        "cams": len({r.camid for r in records}),
-    }
-
-
-def _pairs(vs: VerificationSet) -> Counts:
-    return {**_records(vs.images), "pairs": int(len(vs.pairs)), "folds": vs.num_folds}
-
-
-def split_counts(data: ReidSplit | FaceSplit | VerificationSet | TemplateSet) -> dict[str, Counts]:
-    """``{split: {"images", "ids", "cams", ...}}`` for any dataset an adapter returns."""
-    if isinstance(data, ReidSplit):
-        out = {s: _records(getattr(data, s)) for s in ("train", "query", "gallery")}
-        if data.verification is not None:
-            out["pairs"] = _pairs(data.verification)
-        return out
-    if isinstance(data, FaceSplit):
-        return {"train": _records(data.train), "test": _pairs(data.verification)}
-    if isinstance(data, VerificationSet):
-        return {"test": _pairs(data)}
-    media = np.unique(np.stack([data.template_ids, data.media_ids], 1), axis=0)
-    return {
-        "test": {
-            "images": len(data.images),
-            "ids": None,
-            "cams": None,
-            "templates": data.num_templates,
-            "media": int(len(media)),
-            "pairs": int(len(data.labels)),
-            "genuine": int(data.labels.sum()),
-        }
-    }
 
 
 def compare_published(
@@ -93,29 +48,9 @@ def compare_published(
     return out
 
 
-def all_images(data: ReidSplit | FaceSplit | VerificationSet | TemplateSet) -> list[str]:
+def all_images(data: Split) -> list[str]:
     """Every distinct image path of the dataset, sorted."""
-    if isinstance(data, ReidSplit):
-        groups = [data.train, data.query, data.gallery]
-    elif isinstance(data, FaceSplit):
-        groups = [data.train, data.verification.images]
-    else:
-        groups = [data.images]
-    return sorted({r.path for g in groups for r in g})
-
-
-def split_records(
-    data: ReidSplit | FaceSplit | VerificationSet | TemplateSet,
-) -> dict[str, list[ImageRecord]]:
-    """The records of each split, keyed as ``split_counts`` keys them."""
-    if isinstance(data, ReidSplit):
-        out = {s: getattr(data, s) for s in ("train", "query", "gallery")}
-        if data.verification is not None:
-            out["pairs"] = data.verification.images
-        return out
-    if isinstance(data, FaceSplit):
-        return {"train": data.train, "test": data.verification.images}
-    return {"test": data.images}
+    return sorted({r.path for records in data.parts().values() for r in records})
 
 
 def _has_keypoints(record: ImageRecord) -> bool:
@@ -124,7 +59,7 @@ def _has_keypoints(record: ImageRecord) -> bool:
     )
 
 
-def keypoint_coverage(data: ReidSplit | FaceSplit | VerificationSet | TemplateSet) -> dict[str, Any]:
+def keypoint_coverage(data: Split) -> dict[str, Any]:
     """``{"sidecar", "num_keypoints", "rows", "splits": {split: {"images", "with_keypoints",
     "no_row", "empty_row", "invalid"}}, "invalid_rows", "invalid", "unknown_rows", "unknown"}``;
     ``invalid`` lists ``{"image", "reason"}``, ``unknown`` the sidecar paths naming no image."""
@@ -132,7 +67,7 @@ def keypoint_coverage(data: ReidSplit | FaceSplit | VerificationSet | TemplateSe
     invalid = report.invalid if report is not None else {}
     explicit = report.explicit if report is not None else frozenset()
     splits = {}
-    for split, records in split_records(data).items():
+    for split, records in data.parts().items():
         have = sum(_has_keypoints(r) for r in records)
         bad = sum(r.path in invalid for r in records if not _has_keypoints(r))
         empty = sum(r.path in explicit for r in records if not _has_keypoints(r))
@@ -178,13 +113,13 @@ def unreadable_images(paths: list[str], mode: str = "header") -> list[tuple[str,
 
 def check_report(
     name: str,
-    data: ReidSplit | FaceSplit | VerificationSet | TemplateSet,
+    data: Split,
     published: dict[str, dict[str, int]] | None,
     images: str = "header",
 ) -> dict[str, Any]:
     """Everything `reidbench data check` prints: counts, published counts, status per split and
     the unreadable images."""
-    counts = split_counts(data)
+    counts = data.counts()
     paths = all_images(data) if images != "none" else []
     bad = unreadable_images(paths, images)
     log.info("%s: checked %d image files (%s), %d unreadable", name, len(paths), images, len(bad))

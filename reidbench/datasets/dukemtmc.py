@@ -18,7 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from reidbench.datasets.base import ReidSplit
-from reidbench.datasets.market1501 import LayoutSpec, Stats, read_market_layout
+from reidbench.datasets.market1501 import (
+    LayoutSpec,
+    Stats,
+    read_market_layout,
+    register_market_layout,
+)
 
 PUBLISHED_STATS: Stats = {
     "train": {"images": 16522, "ids": 702, "cams": 8},
@@ -42,3 +47,6 @@ DUKEMTMC = LayoutSpec(
 def read_dukemtmc(root: Path, keypoints_csv: Path | None = None) -> ReidSplit:
     """Read DukeMTMC-reID below ``root`` (the folder itself, or a parent holding it)."""
     return read_market_layout(root, DUKEMTMC, keypoints_csv)
+
+
+register_market_layout(DUKEMTMC)

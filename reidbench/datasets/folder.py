@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reidbench.config import DataConfig
 from reidbench.datasets.base import (
     FACE_KEYPOINTS,
     FaceAlign,
@@ -35,6 +36,7 @@ from reidbench.datasets.base import (
     ReidSplit,
     VerificationSet,
 )
+from reidbench.datasets.catalog import DatasetInfo, data_root, keypoints_path, register_dataset
 from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
 from reidbench.errors import DatasetError
 
@@ -202,3 +204,17 @@ def read_folder_dataset(
         len(gallery),
     )
     return ReidSplit(name, root, train, query, gallery, schema, verification, report)
+
+
+@register_dataset(
+    DatasetInfo(
+        "folder",
+        "reid+pairs",
+        EXPECTED_TREE + " (as folder:<path>, or folder with --data-root)",
+        "any local collection, e.g. ../shared/data/orl_faces (documented split, datasets/folder/README.md)",
+    )
+)
+def _folder(cfg: DataConfig, path: str | None = None) -> ReidSplit:
+    """``folder`` with ``--data-root``, or ``folder:<path>`` (``catalog.dataset_builder``)."""
+    root = Path(path).expanduser() if path else data_root(cfg.root)
+    return read_folder_dataset(root, keypoints_path(cfg), name=cfg.name)

@@ -20,23 +20,27 @@ KP-RPE as keypoints in the aligned image. Images are joined to landmarks by name
 relies on the two files having the same order). Files are parsed with numpy, never an image
 decoded: IJB-C's 469,375 crops and 15.7 million pairs read in seconds.
 
-Scoring follows insightface (``evaluate_templates``): image features, optionally L2-normalised
-and weighted by the detector score, are averaged per media and summed per template; the
-normalised template features are compared by cosine similarity, pair chunk by pair chunk.
-IJB has no training split and no folds: ``reidbench run`` refuses it; evaluate a model's
-features with ``evaluate_templates``.
+Scoring follows insightface (``reidbench.evaluation.templates.evaluate_templates``): image
+features, optionally L2-normalised and weighted by the detector score, are averaged per media
+and summed per template; the normalised template features are compared by cosine similarity,
+pair chunk by pair chunk. IJB has no training split and no folds: ``reidbench run`` refuses it;
+``reidbench evaluate --run`` scores a trained model on it (the template task,
+``reidbench.evaluation.tasks``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from reidbench.config import DataConfig
 from reidbench.datasets.base import FACE_KEYPOINTS, FaceAlign, ImageRecord, TemplateSet
+from reidbench.datasets.catalog import DatasetInfo, data_root, keypoints_path, register_dataset
 from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
 from reidbench.datasets.textio import check_utf8, read_text
 from reidbench.errors import DatasetError
@@ -230,42 +234,21 @@ def read_ijb(root: Path, spec: IJBSpec, keypoints_csv: Path | None = None) -> Te
     )
 
 
-def evaluate_templates(
-    tset: TemplateSet,
-    features: np.ndarray,
-    normalize: bool = False,
-    detector_weight: bool = True,
-) -> dict[str, object]:
-    """1:1 template verification metrics from (N, D) image features (rows as ``tset.images``).
+def _ijb_builder(spec: IJBSpec) -> Callable[[DataConfig], TemplateSet]:
+    def build(cfg: DataConfig) -> TemplateSet:
+        return read_ijb(data_root(cfg.root), spec, keypoints_path(cfg))
 
-    ``normalize`` L2-normalises image features first; ``detector_weight`` multiplies them by the
-    detector score. The defaults are insightface's (``use_norm_score`` and
-    ``use_detector_score`` both on: feature norms and detector scores weight the images).
-    """
-    from reidbench.evaluation.templates import template_features, template_pair_scores
-    from reidbench.metrics.verification import auc, eer, roc, tar_fields
+    return build
 
-    feats = np.asarray(features, dtype=np.float64)
-    if feats.ndim != 2 or len(feats) != len(tset.images):
-        raise ValueError(f"expected ({len(tset.images)}, D) features, got {feats.shape}")
-    if normalize:
-        import torch
 
-        from reidbench.metrics.finite import safe_rows
-
-        feats = safe_rows(feats, torch.float64).numpy()  # power-of-two scaled: no overflow
-        feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    if detector_weight:
-        feats = feats * tset.detector_scores[:, None]
-    templates, tfeats = template_features(feats, tset.template_ids, tset.media_ids)
-    scores = template_pair_scores(templates, tfeats, tset.template_pairs[:, 0], tset.template_pairs[:, 1])
-    labels = tset.labels.astype(np.int64)
-    fpr, tpr, _ = roc(scores, labels)
-    return {
-        "auc": auc(fpr, tpr),
-        "eer": eer(fpr, tpr),
-        **tar_fields(scores, labels),  # strict tar_at_far and insightface's tar_at_far_nearest
-        "num_pairs": int(len(labels)),
-        "num_genuine": int(labels.sum()),
-        "num_templates": int(len(templates)),
-    }
+for _spec in (IJBB, IJBC):
+    register_dataset(
+        DatasetInfo(
+            _spec.name,
+            "templates",
+            _spec.expected_tree(),
+            URL,
+            num_keypoints=5,
+            published={"test": dict(_spec.published)},
+        )
+    )(_ijb_builder(_spec))

@@ -18,7 +18,7 @@ one-fold ``pairsDevTrain.txt`` / ``pairsDevTest.txt``), then per fold ``n`` matc
 1-based image numbers. Every malformed line is an error naming the file and line. Evaluation
 follows the 10-fold protocol: the threshold is chosen on nine folds and tested on the tenth.
 
-Alignment (``reidbench.datasets.alignment``): every record carries ``LFW_ALIGN``. With 5
+Alignment (``reidbench.data.alignment``): every record carries ``LFW_ALIGN``. With 5
 landmarks the face is mapped onto insightface's ArcFace 112x112 template; without them the
 central square of 0.6 x the shorter side (150 x 150 px of a 250 x 250 LFW image, which LFW
 centres on the detected face) is resized to 112 x 112.
@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from reidbench.config import DataConfig
 from reidbench.datasets.base import (
     FACE_KEYPOINTS,
     FaceAlign,
@@ -45,6 +46,7 @@ from reidbench.datasets.base import (
     KeypointSchema,
     VerificationSet,
 )
+from reidbench.datasets.catalog import DatasetInfo, data_root, keypoints_path, register_dataset
 from reidbench.datasets.folder import read_identity_folders
 from reidbench.datasets.keypoints import KeypointMatcher, KeypointTable, read_keypoints_table, table_schema
 from reidbench.datasets.textio import read_text
@@ -341,3 +343,23 @@ def read_lfw_split(
             overlap[0],
         )
     return FaceSplit(name, vs.root, train, vs, schema, vs.keypoint_report)
+
+
+@register_dataset(
+    DatasetInfo(
+        "lfw",
+        "face",
+        EXPECTED_TREE,
+        URL,
+        published={
+            "test": {
+                "images": PUBLISHED_STATS["images"],
+                "ids": PUBLISHED_STATS["identities"],
+                "pairs": PUBLISHED_STATS["pairs"],
+                "folds": PUBLISHED_STATS["folds"],
+            }
+        },
+    )
+)
+def _lfw(cfg: DataConfig) -> FaceSplit | VerificationSet:
+    return read_lfw_split(data_root(cfg.root), keypoints_path(cfg))

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from reidbench.config import DataConfig
 from reidbench.datasets.base import (
     BODY_KEYPOINTS,
     JUNK_PID,
@@ -26,6 +27,7 @@ from reidbench.datasets.base import (
     KeypointSchema,
     ReidSplit,
 )
+from reidbench.datasets.catalog import DatasetInfo, data_root, keypoints_path, register_dataset
 from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
 from reidbench.errors import DatasetError
 
@@ -175,3 +177,15 @@ def read_market_layout(
         keypoint_report=keypoints.finish(),
         **splits,
     )
+
+
+def register_market_layout(spec: LayoutSpec) -> None:
+    """Register a dataset in the Market-1501 file layout, described by its ``LayoutSpec``."""
+
+    @register_dataset(DatasetInfo(spec.name, "reid", spec.expected_tree(), spec.url,
+                                  published=spec.published))
+    def build(cfg: DataConfig) -> ReidSplit:
+        return read_market_layout(data_root(cfg.root), spec, keypoints_path(cfg))
+
+
+register_market_layout(MARKET1501)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reidbench.config import DataConfig
 from reidbench.datasets.base import (
     BODY_KEYPOINTS,
     ImageRecord,
@@ -35,6 +36,7 @@ from reidbench.datasets.base import (
     KeypointSchema,
     ReidSplit,
 )
+from reidbench.datasets.catalog import DatasetInfo, data_root, keypoints_path, register_dataset
 from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
 from reidbench.datasets.market1501 import Stats
 from reidbench.datasets.textio import read_text
@@ -163,3 +165,8 @@ def read_msmt17(
     return ReidSplit(
         "msmt17", data_root, train, lists["query"], lists["gallery"], schema, keypoint_report=report
     )
+
+
+@register_dataset(DatasetInfo("msmt17", "reid", EXPECTED_TREE, URL, published=PUBLISHED_STATS))
+def _msmt17(cfg: DataConfig) -> ReidSplit:
+    return read_msmt17(data_root(cfg.root), keypoints_path(cfg))

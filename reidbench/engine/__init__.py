@@ -1,1 +1,2 @@
-"""Training loop, checkpoints, resume."""
+"""Training loop, checkpoints, resume, runs, robustness sweeps of trained models, the bench,
+and the progress bars."""

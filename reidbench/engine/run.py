@@ -13,6 +13,7 @@ it wrote and its folder are removed. A resumed run continues the recorded config
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,19 +31,16 @@ from reidbench.config import (
     to_dict,
 )
 from reidbench.data.loader import ImageDataset
-from reidbench.datasets.base import FaceSplit, ReidSplit, TemplateSet, VerificationSet
+from reidbench.data.records import ImageRecord
+from reidbench.datasets.base import FaceSplit, ReidSplit, Split
 from reidbench.datasets.catalog import build_dataset
+from reidbench.engine import progress
 from reidbench.engine.checkpoint import CHECKPOINT, load_checkpoint
-from reidbench.engine.trainer import (
-    NonFiniteTraining,
-    eval_transform,
-    keypoint_count,
-    select_device,
-    train,
-)
+from reidbench.engine.sources import load_model, source_from_run
+from reidbench.engine.trainer import NonFiniteTraining, eval_transform, select_device, train
 from reidbench.errors import ReidbenchError
-from reidbench.evaluation.reid import evaluate_reid, extract_features
-from reidbench.evaluation.verification import evaluate_verification
+from reidbench.evaluation.reid import Features, extract_features
+from reidbench.evaluation.tasks import task_for
 from reidbench.metrics.validate import check_metrics
 from reidbench.reporting.io import atomic_write_json
 from reidbench.reporting.records import (
@@ -171,7 +169,7 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def run_experiment(
-    cfg: RunConfig, run_dir: Path | None = None, resume: bool = False, progress: bool = True,
+    cfg: RunConfig, run_dir: Path | None = None, resume: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Train and evaluate; returns the run folder and its metrics.
 
@@ -187,7 +185,7 @@ def run_experiment(
         torch.set_num_threads(cfg.train.threads)
     device = select_device(cfg.train.device)
     split = build_dataset(cfg.data)
-    if not isinstance(split, (ReidSplit, FaceSplit)):
+    if task_for(split).train is None:
         raise ReidbenchError(
             f"dataset {cfg.data.name!r} has pairs to verify but no training identities; "
             "`reidbench run` needs a re-ID split or a face set with a train/ part"
@@ -196,14 +194,14 @@ def run_experiment(
         assert run_dir is not None
         try:
             with run_lock(run_dir):
-                return _execute(cfg, split, run_dir, device, True, progress, start)
+                return _execute(cfg, split, run_dir, device, True, start)
         except KeyboardInterrupt:
             raise RunInterrupted(run_dir, resumable=True, removed=False) from None
     run_dir = (create_run_dir(Path(cfg.output), new_run_id(cfg)) if run_dir is None
                else create_run_dir(run_dir.parent, run_dir.name, exact=True))
     try:
         with run_lock(run_dir):
-            return _execute(cfg, split, run_dir, device, False, progress, start)
+            return _execute(cfg, split, run_dir, device, False, start)
     except NonFiniteTraining:
         raise  # history.jsonl records the stop
     except BaseException as exc:
@@ -216,7 +214,7 @@ def run_experiment(
 
 def _execute(
     cfg: RunConfig, split: ReidSplit | FaceSplit, run_dir: Path, device: torch.device,
-    resume: bool, progress: bool, start: float,
+    resume: bool, start: float,
 ) -> tuple[Path, dict[str, Any]]:
     """Write the records, train, evaluate (the caller holds the run's lock)."""
     attempt = environment(device)
@@ -236,8 +234,8 @@ def _execute(
     log.info("run %s: %s on %s (%d train ids, %d train images) on %s", run_dir.name,
              cfg.model.name, cfg.data.name, split.num_train_pids, len(split.train), device)
 
-    state = train(cfg, split, run_dir, device, resume=resume, progress=progress)
-    metrics, eval_seconds = evaluate_state(cfg, split, state.model, device, progress)
+    state = train(cfg, split, run_dir, device, resume=resume)
+    metrics, eval_seconds = evaluate_state(cfg, split, state.model, device)
     params = sum(p.numel() for p in state.model.parameters())
     metrics.update({"params": params, "epochs": state.epoch})
     timings = {
@@ -267,58 +265,38 @@ def _remove_unfinished(run_dir: Path) -> bool:
 
 
 def evaluate_state(
-    cfg: RunConfig, split: ReidSplit | FaceSplit | VerificationSet | TemplateSet,
-    model: torch.nn.Module, device: torch.device, progress: bool = True,
+    cfg: RunConfig, split: Split, model: torch.nn.Module, device: torch.device,
 ) -> tuple[dict[str, Any], float]:
-    """Re-ID metrics (query vs gallery), verification metrics (pairs) or IJB template metrics,
-    and the seconds taken."""
+    """The metrics of ``split``'s task (``evaluation.tasks``: re-ID ranking, pair verification
+    or IJB template verification) for ``model`` with the run's evaluation settings, and the
+    seconds taken."""
     start = time.perf_counter()
-    k = keypoint_count(split)
+    task = task_for(split)
     tf = eval_transform(cfg)
-    perm = tuple(split.keypoint_schema.flip_permutation()) if split.keypoint_schema else None
-    flip = {"flip": cfg.eval.flip, "flip_perm": perm}
-    if isinstance(split, TemplateSet):
-        from reidbench.datasets.ijb import evaluate_templates
 
-        feats = extract_features(model, ImageDataset(split.images, tf, k), cfg.eval.batch_size,
-                                 device, "template image features", progress, **flip)
-        metrics = {"task": "templates", **evaluate_templates(split, feats.feats)}
-        log.info("templates: %d pairs of %d templates, AUC %.4f", metrics["num_pairs"],
-                 metrics["num_templates"], metrics["auc"])
-        return metrics, time.perf_counter() - start
-    if isinstance(split, FaceSplit | VerificationSet):
-        vs = split.verification if isinstance(split, FaceSplit) else split
-        feats = extract_features(model, ImageDataset(vs.images, tf, k), cfg.eval.batch_size,
-                                 device, "pair image features", progress, **flip)
-        metrics = {"task": "verification", **evaluate_verification(vs, feats)}
-        log.info("verification: %d pairs, %d-fold accuracy %.4f +- %.4f, AUC %.4f",
-                 metrics["num_pairs"], metrics["num_folds"], metrics["accuracy"],
-                 metrics["accuracy_std"], metrics["auc"])
-        return metrics, time.perf_counter() - start
-    query = extract_features(model, ImageDataset(split.query, tf, k), cfg.eval.batch_size,
-                             device, "query features", progress, **flip)
-    gallery = extract_features(model, ImageDataset(split.gallery, tf, k), cfg.eval.batch_size,
-                               device, "gallery features", progress, **flip)
-    from reidbench.retrieval.rerank import RerankParams  # loads FAISS
+    def extract(records: list[ImageRecord], desc: str) -> Features:
+        dataset = ImageDataset(records, tf, task.num_keypoints)
+        with progress.ticks(math.ceil(len(dataset) / cfg.eval.batch_size), desc) as tick:
+            return extract_features(model, dataset, cfg.eval.batch_size, device, desc,
+                                    flip=cfg.eval.flip, flip_perm=task.flip_perm, on_batch=tick)
 
-    rerank = (RerankParams(cfg.eval.rerank_k1, cfg.eval.rerank_k2, cfg.eval.rerank_lambda)
-              if cfg.eval.rerank else None)
-    result = evaluate_reid(query, gallery, cfg.eval.metric, cfg.eval.max_rank, rerank=rerank)
-    metrics = {"task": "reid", **result.as_dict()}
-    metrics.update({"metric": cfg.eval.metric, "num_query": len(split.query),
-                    "num_gallery": len(split.gallery)})
+    rerank = None
+    if cfg.eval.rerank:
+        from reidbench.retrieval.rerank import RerankParams  # loads FAISS
+
+        rerank = RerankParams(cfg.eval.rerank_k1, cfg.eval.rerank_k2, cfg.eval.rerank_lambda)
+    metrics = task.evaluate(extract, metric=cfg.eval.metric, max_rank=cfg.eval.max_rank,
+                            rerank=rerank)
     return metrics, time.perf_counter() - start
 
 
 def evaluate_run(
     run_dir: Path, dataset: str | None = None, data_root: str | None = None,
-    device_name: str | None = None, progress: bool = True,
+    device_name: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the model recorded in ``run_dir`` on the test side of ``dataset`` (default: the
     dataset it was trained on), e.g. a test-only set such as IJB-B/C or LFW. The input size,
     normalisation and evaluation settings are the run's."""
-    from reidbench.engine.bench import load_model, source_from_run
-
     source = source_from_run(run_dir)
     cfg = source.cfg
     data = replace(cfg.data, name=dataset or cfg.data.name,
@@ -328,7 +306,7 @@ def evaluate_run(
     cfg = replace(cfg, data=data)
     device = select_device(device_name or cfg.train.device)
     split = build_dataset(cfg.data)
-    model = load_model(source, keypoint_count(split), device)
-    metrics, seconds = evaluate_state(cfg, split, model, device, progress)
+    model = load_model(source, task_for(split).num_keypoints, device)
+    metrics, seconds = evaluate_state(cfg, split, model, device)
     return {"run_id": source.run_id, "model": cfg.model.name, "dataset": cfg.data.name,
             **metrics, "eval_seconds": round(seconds, 3)}

@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from reidbench.config import RunConfig, TrainConfig
 from reidbench.data.loader import ImageDataset, batch_keypoints, make_loader
@@ -38,6 +37,7 @@ from reidbench.data.perturb import affine_range
 from reidbench.data.sampler import build_sampler
 from reidbench.data.transforms import Transform
 from reidbench.datasets.base import FaceSplit, ReidSplit
+from reidbench.engine import progress
 from reidbench.engine.checkpoint import CHECKPOINT, error_summary, load_checkpoint, save_checkpoint
 from reidbench.errors import ReidbenchError
 from reidbench.losses import CombinedLoss, TrainOutputs, build_loss
@@ -131,8 +131,8 @@ def lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        fraction = min(1.0, (step - warmup) / max(1, total - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * fraction))
 
     return factor
 
@@ -150,7 +150,7 @@ def build_state(cfg: RunConfig, split: TrainSplit, steps_per_epoch: int) -> Trai
 
 def train(
     cfg: RunConfig, split: TrainSplit, run_dir: Path, device: torch.device,
-    resume: bool = False, progress: bool = True,
+    resume: bool = False,
 ) -> TrainState:
     """Train ``cfg.model`` on ``split.train``; checkpoint to ``run_dir`` after every epoch."""
     dataset = ImageDataset(
@@ -174,7 +174,7 @@ def train(
         try:
             for epoch in range(state.epoch, cfg.train.epochs):
                 sampler.set_epoch(epoch)
-                _train_epoch(state, loader, device, cfg, epoch, run_dir, progress)
+                _train_epoch(state, loader, device, cfg, epoch, run_dir)
         except Exception as exc:
             original = worker_error(exc)
             if original is None:
@@ -204,14 +204,13 @@ def worker_error(exc: BaseException) -> ReidbenchError | None:
 
 def _train_epoch(
     state: TrainState, loader: Any, device: torch.device, cfg: RunConfig, epoch: int,
-    run_dir: Path, progress: bool,
+    run_dir: Path,
 ) -> None:
     state.model.train()
     state.loss.train()
     start = time.perf_counter()
     sums: dict[str, float] = {}
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-               disable=not progress)
+    bar = progress.bar(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False)
     params = [p for g in state.optimizer.param_groups for p in g["params"]]
     for done, batch in enumerate(bar):  # done: good steps so far in this epoch
         images, pids = batch["image"].to(device), batch["pid"].to(device)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from reidbench.data.loader import ImageDataset, batch_keypoints, make_loader
 from reidbench.errors import ConfigError
@@ -64,20 +63,20 @@ def single_threaded(batches: Iterable[T]) -> Iterator[T]:
 @torch.no_grad()
 def extract_features(
     model: nn.Module, dataset: ImageDataset, batch_size: int, device: torch.device,
-    desc: str = "features", progress: bool = True, flip: bool = False,
-    flip_perm: tuple[int, ...] | None = None,
+    desc: str = "features", flip: bool = False, flip_perm: tuple[int, ...] | None = None,
+    on_batch: Callable[[], None] | None = None,
 ) -> Features:
     """Run ``model`` in eval mode over ``dataset`` in order. With ``flip``, each feature is the
     sum of the image's and its mirror's (flip-test fusion); ``flip_perm`` swaps left/right
-    keypoints of the mirror.
+    keypoints of the mirror. ``on_batch`` is called after each batch (the engine's progress
+    bar, ``engine.progress.ticks``).
 
     Non-finite features (a diverged model, a NaN input) raise ReidbenchError naming ``desc``,
     how many rows and the first row's image."""
     model.eval()
     loader = make_loader(dataset, batch_size)
     feats, pids, camids, records = [], [], [], []
-    for batch in tqdm(single_threaded(loader), desc=desc, total=len(loader), leave=False,
-                      disable=not progress):
+    for batch in single_threaded(loader):
         images = batch["image"].to(device)
         keypoints = batch_keypoints(batch, device)
         out = model(images, keypoints)
@@ -88,6 +87,8 @@ def extract_features(
         pids.append(batch["pid"])
         camids.append(batch["camid"])
         records.append(batch["index"])
+        if on_batch is not None:
+            on_batch()
     out = torch.cat(feats).numpy()
     record_index = torch.cat(records).numpy()
     check_finite(out, desc, lambda row: f"image {dataset.records[int(record_index[row])].path}")

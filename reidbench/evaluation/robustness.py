@@ -1,10 +1,11 @@
 """Robustness sweeps: one model's metrics under every perturbation x severity.
 
-Re-ID: the clean query and gallery features are extracted once; each (perturbation, severity)
-re-extracts only the perturbed side: the queries (``side="query"``, the gallery stays clean) or
-queries and gallery (``side="both"``). Verification: the clean features of every paired image
-are extracted once; each cell re-extracts the second image of every pair (``"query"``) and
-scores it against the clean first image, or re-extracts every paired image (``"both"``). Severity 0 is the
+``sweep`` asks the task (``reidbench.evaluation.tasks``) for its cell evaluator. Re-ID: the
+clean query and gallery features are extracted once; each (perturbation, severity) re-extracts
+only the perturbed side: the queries (``side="query"``, the gallery stays clean) or queries and
+gallery (``side="both"``). Verification: the clean features of every paired image are extracted
+once; each cell re-extracts the second image of every pair (``"query"``) and scores it against
+the clean first image, or re-extracts every paired image (``"both"``). Severity 0 is the
 identity (``perturb.IDENTITY``, tested to give the clean pixels exactly), so its cell is the
 clean evaluation.
 
@@ -19,10 +20,9 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,20 +30,15 @@ from torch import nn
 
 from reidbench.data.loader import ImageDataset, load_sample, sample_dict
 from reidbench.data.perturb import IDENTITY, Misalignment, Perturbation, build_perturbation, sample_rng
+from reidbench.data.records import ImageRecord
 from reidbench.data.transforms import Transform
-from reidbench.datasets.base import FaceSplit, ImageRecord, ReidSplit, VerificationSet
 from reidbench.errors import ConfigError
-from reidbench.evaluation.reid import Features, evaluate_reid, extract_features
-from reidbench.evaluation.verification import pair_scores
+from reidbench.evaluation.reid import Features, extract_features
 from reidbench.metrics.validate import check_metrics
-from reidbench.metrics.verification import kfold_accuracy, verification_metrics
 
 log = logging.getLogger(__name__)
 
 SIDES = ("query", "both")
-REID_METRICS = ("mAP", "rank1")
-VERIFICATION_METRICS = ("accuracy", "auc", "tar_at_far_1e-2")
-EvalSplit = ReidSplit | FaceSplit | VerificationSet
 
 
 @dataclass(frozen=True)
@@ -148,43 +143,6 @@ class PerturbedDataset(ImageDataset):
         return sample_dict(record, index, image, kps, self.num_keypoints)
 
 
-@dataclass
-class SweepData:
-    """A split to sweep, its images decoded once for every model."""
-
-    split: EvalSplit
-    num_keypoints: int
-    flip_perm: tuple[int, ...] | None
-    stores: dict[str, ImageStore]  # "query", "gallery" (re-ID) or "images" (verification)
-
-    @classmethod
-    def from_split(cls, split: EvalSplit) -> SweepData:
-        schema = split.keypoint_schema
-        k = schema.num_keypoints if schema else 0
-        perm = tuple(int(i) for i in schema.flip_permutation()) if schema else None
-        if isinstance(split, ReidSplit):
-            stores = {"query": ImageStore(split.query), "gallery": ImageStore(split.gallery)}
-        else:
-            vs = split.verification if isinstance(split, FaceSplit) else split
-            stores = {"images": ImageStore(vs.images)}
-        return cls(split, k, perm, stores)
-
-    @property
-    def task(self) -> str:
-        return "reid" if isinstance(self.split, ReidSplit) else "verification"
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return REID_METRICS if self.task == "reid" else VERIFICATION_METRICS
-
-    @property
-    def verification(self) -> VerificationSet:
-        split = self.split
-        if isinstance(split, ReidSplit):
-            raise TypeError("a re-ID split has no verification pairs")
-        return split.verification if isinstance(split, FaceSplit) else split
-
-
 @dataclass(frozen=True)
 class Extractor:
     """How one model turns a dataset into features (explicit evaluation settings)."""
@@ -202,7 +160,7 @@ class Extractor:
             desc = f"{dataset.stream} features" + (
                 f" ({pert.name}, severity {dataset.severity})" if pert and dataset.severity else "")
         return extract_features(self.model, dataset, self.batch_size, self.device, desc=desc,
-                                progress=False, flip=self.flip, flip_perm=flip_perm)
+                                flip=self.flip, flip_perm=flip_perm)
 
 
 def applicable(names: tuple[str, ...], num_keypoints: int) -> tuple[str, ...]:
@@ -211,8 +169,22 @@ def applicable(names: tuple[str, ...], num_keypoints: int) -> tuple[str, ...]:
     return tuple(n for n in names if num_keypoints or build_perturbation(n).kind != "keypoints")
 
 
+class SweepTask(Protocol):
+    """What ``sweep`` needs of a task (``reidbench.evaluation.tasks``: re-ID ranking and pair
+    verification implement it)."""
+
+    name: str
+    num_keypoints: int
+
+    def sweep_cells(
+        self, extractor: Extractor, spec: SweepSpec, metric: str, max_rank: int,
+    ) -> Callable[[Perturbation | None, int], Cell]:
+        """The evaluator of one cell: (perturbation or None for clean, severity) -> Cell."""
+        ...
+
+
 def sweep(
-    extractor: Extractor, data: SweepData, spec: SweepSpec, *, metric: str = "cosine",
+    extractor: Extractor, task: SweepTask, spec: SweepSpec, *, metric: str = "cosine",
     max_rank: int = 50, on_cell: Callable[[Cell], None] | None = None,
 ) -> tuple[Cell, list[Cell]]:
     """The clean cell and one cell per (perturbation, severity) of ``spec``, in that order.
@@ -220,14 +192,11 @@ def sweep(
     Keypoint perturbations on a dataset without keypoints are skipped with a warning.
     ``on_cell`` is called after each cell (progress display).
     """
-    names = applicable(spec.perturbations, data.num_keypoints)
+    names = applicable(spec.perturbations, task.num_keypoints)
     for name in sorted(set(spec.perturbations) - set(names)):
-        log.warning("%s skipped: %s has no keypoints", name, data.split.name)
+        log.warning("%s skipped: %s has no keypoints", name, task.name)
     perturbations = [build_perturbation(name) for name in names]
-    if data.task == "reid":
-        evaluate = _reid_cells(extractor, data, spec, metric, max_rank)
-    else:
-        evaluate = _verification_cells(extractor, data, spec)
+    evaluate = task.sweep_cells(extractor, spec, metric, max_rank)
     clean = evaluate(None, 0)
     if on_cell:
         on_cell(clean)
@@ -242,85 +211,12 @@ def sweep(
     return clean, cells
 
 
-def _reid_cells(
-    extractor: Extractor, data: SweepData, spec: SweepSpec, metric: str, max_rank: int,
-) -> Callable[[Perturbation | None, int], Cell]:
-    tf, k, perm = extractor.transform, data.num_keypoints, data.flip_perm
-    query, gallery = data.stores["query"], data.stores["gallery"]
-    gallery_clean = extractor(PerturbedDataset(gallery, tf, k), perm)
-
-    def evaluate(pert: Perturbation | None, severity: int) -> Cell:
-        start = time.perf_counter()
-        q = extractor(PerturbedDataset(query, tf, k, pert, severity, spec.seed, "query"), perm)
-        g = gallery_clean
-        if pert is not None and spec.side == "both":
-            g = extractor(PerturbedDataset(gallery, tf, k, pert, severity, spec.seed, "gallery"), perm)
-        result = evaluate_reid(q, g, metric, max_rank, verbose=False)
-        n = result.num_valid_queries
-        rank1 = float(result.cmc[0])
-        ap = result.per_query_ap  # (valid queries,)
-        return Cell(
-            pert.name if pert else "clean", severity,
-            {"mAP": float(result.mAP), "rank1": rank1},
-            {"mAP": float(np.std(ap, ddof=1) / math.sqrt(len(ap))) if len(ap) > 1 else None,
-             "rank1": _binomial_se(rank1, n)},
-            n, time.perf_counter() - start, ap,
-        )
-
-    return evaluate
-
-
-def _verification_cells(
-    extractor: Extractor, data: SweepData, spec: SweepSpec,
-) -> Callable[[Perturbation | None, int], Cell]:
-    tf, k, perm = extractor.transform, data.num_keypoints, data.flip_perm
-    vs, store = data.verification, data.stores["images"]
-    pairs = np.asarray(vs.pairs, np.int64)
-    paired = np.unique(pairs)  # images in no pair are never scored: not extracted
-    found = extractor(PerturbedDataset(store, tf, k, indices=paired), perm).feats
-    n = len(store)
-    clean = np.zeros((n, found.shape[1]), found.dtype)
-    clean[paired] = found
-    moved = np.unique(pairs[:, 1]) if spec.side == "query" else paired
-
-    def evaluate(pert: Perturbation | None, severity: int) -> Cell:
-        start = time.perf_counter()
-        if pert is None:
-            scores = pair_scores(clean, pairs)
-        else:
-            ds = PerturbedDataset(store, tf, k, pert, severity, spec.seed, "pairs", indices=moved)
-            perturbed = clean.copy()
-            perturbed[moved] = extractor(ds, perm).feats
-            first = pairs[:, 0] + (n if spec.side == "both" else 0)
-            scores = pair_scores(np.concatenate([clean, perturbed]), np.stack([first, pairs[:, 1] + n], 1))
-        m: dict[str, Any] = verification_metrics(scores, vs.labels, vs.folds)
-        labels = np.asarray(vs.labels).astype(int)
-        distances = 2.0 - 2.0 * scores  # the k-fold protocol's squared L2 of unit features
-        kfold = kfold_accuracy(distances, labels, np.asarray(vs.folds))
-        fold_ids = np.searchsorted(np.unique(vs.folds), vs.folds)
-        correct = ((distances < kfold.thresholds[fold_ids]) == labels.astype(bool)).astype(np.float64)
-        pos, neg = int(labels.sum()), int((labels == 0).sum())
-        tar = m["tar_at_far"].get("0.01")
-        auc = float(m["auc"])
-        values = {"accuracy": float(m["accuracy"]), "auc": auc,
-                  "tar_at_far_1e-2": None if tar is None else float(tar)}
-        folds = int(m["num_folds"])
-        stderr = {
-            "accuracy": float(m["accuracy_std"]) / math.sqrt(folds) if folds > 1 else None,
-            "auc": _auc_se(auc, pos, neg),
-            "tar_at_far_1e-2": None if tar is None else _binomial_se(float(tar), pos),
-        }
-        return Cell(pert.name if pert else "clean", severity, values, stderr, len(pairs),
-                    time.perf_counter() - start, correct)
-
-    return evaluate
-
-
-def _binomial_se(p: float, n: int) -> float | None:
+def binomial_se(p: float, n: int) -> float | None:
+    """Standard error of a proportion ``p`` over ``n`` samples."""
     return math.sqrt(p * (1.0 - p) / n) if n > 0 else None
 
 
-def _auc_se(a: float, pos: int, neg: int) -> float | None:
+def auc_se(a: float, pos: int, neg: int) -> float | None:
     """Hanley & McNeil (1982) standard error of an AUC from ``pos`` and ``neg`` samples."""
     if pos == 0 or neg == 0:
         return None

@@ -4,6 +4,7 @@ A template is a set of images grouped into media (video frames or a still). Its 
 built as insightface does: features are averaged within each media, the media features are
 summed over the template, and the sum is L2-normalised. Template pairs are then scored by
 cosine similarity, in chunks, so millions of pairs never need a (pairs, D) buffer at once.
+``evaluate_templates`` turns the image features of an IJB ``TemplateSet`` into 1:1 metrics.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from reidbench.datasets.base import TemplateSet
 from reidbench.metrics.finite import check_finite, safe_joint, safe_rows
+from reidbench.metrics.verification import auc, eer, roc, tar_fields
 
 
 def template_features(
@@ -67,3 +70,37 @@ def template_pair_scores(
         b = template_feats[lookup(np.asarray(t2[s:s + chunk]))]
         scores[s:s + chunk] = np.einsum("ij,ij->i", a, b)
     return scores
+
+
+def evaluate_templates(
+    tset: TemplateSet,
+    features: np.ndarray,
+    normalize: bool = False,
+    detector_weight: bool = True,
+) -> dict[str, object]:
+    """1:1 template verification metrics from (N, D) image features (rows as ``tset.images``).
+
+    ``normalize`` L2-normalises image features first; ``detector_weight`` multiplies them by the
+    detector score. The defaults are insightface's (``use_norm_score`` and
+    ``use_detector_score`` both on: feature norms and detector scores weight the images).
+    """
+    feats = np.asarray(features, dtype=np.float64)
+    if feats.ndim != 2 or len(feats) != len(tset.images):
+        raise ValueError(f"expected ({len(tset.images)}, D) features, got {feats.shape}")
+    if normalize:
+        feats = safe_rows(feats, torch.float64).numpy()  # power-of-two scaled: no overflow
+        feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    if detector_weight:
+        feats = feats * tset.detector_scores[:, None]
+    templates, tfeats = template_features(feats, tset.template_ids, tset.media_ids)
+    scores = template_pair_scores(templates, tfeats, tset.template_pairs[:, 0], tset.template_pairs[:, 1])
+    labels = tset.labels.astype(np.int64)
+    fpr, tpr, _ = roc(scores, labels)
+    return {
+        "auc": auc(fpr, tpr),
+        "eer": eer(fpr, tpr),
+        **tar_fields(scores, labels),  # strict tar_at_far and insightface's tar_at_far_nearest
+        "num_pairs": int(len(labels)),
+        "num_genuine": int(labels.sum()),
+        "num_templates": int(len(templates)),
+    }

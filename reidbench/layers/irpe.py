@@ -225,7 +225,7 @@ class IRPE(RelativePosition):
 
 
 def irpe_factory(cfg: IRPEConfig, head_dim: int, num_heads: int) -> Callable[[int], RelativePosition]:
-    """Per-block factory for ``VisionTransformer(rel_pos=...)``: a fresh ``IRPE`` for every block."""
+    """Per-block factory for ``VisionTransformer(rel_pos_factory=...)``: a fresh ``IRPE`` for every block."""
 
     def make(block: int) -> RelativePosition:
         return IRPE(cfg, head_dim, num_heads)

@@ -274,7 +274,7 @@ def kprpe_factory(
     """A shared ``KeypointRPE`` and the per-block factory ``layer -> KPRPEBlockTerm``.
 
     Register the returned module as a submodule of the ViT (its parameters are trained and saved
-    there only) and pass the callable as the ViT's ``rel_pos`` factory.
+    there only) and pass the callable as the ViT's ``rel_pos_factory``.
     """
     shared = KeypointRPE(num_keypoints, depth, num_heads, ratio)
     return shared, shared.block_term

@@ -149,7 +149,8 @@ def shaw_factory(
     head_dim: int, num_heads: int, max_distance: int = 4, on_values: bool = False,
     shared_head: bool = True,
 ) -> Callable[[int], RelativePosition]:
-    """Per-block factory for ``VisionTransformer(rel_pos=...)``: a fresh ``ShawRPE`` for every block."""
+    """Per-block factory for ``VisionTransformer(rel_pos_factory=...)``: a fresh ``ShawRPE`` for
+    every block."""
 
     def make(block: int) -> RelativePosition:
         return ShawRPE(head_dim, num_heads, max_distance, on_values, shared_head)

@@ -1,10 +1,8 @@
-"""Training objectives. Importing this package registers every loss in LOSSES.
-
-Names: ce, triplet, circle, supcon (``modules``); arcface, cosface, adaface (``margins``);
-rp_triplet, jsd (``positional``).
+"""Training objectives: the functional core (``functional``) and thin modules, each registered
+in LOSSES by its own module: ce, triplet, circle, supcon (``modules``); arcface, cosface, adaface
+(``margins``); rp_triplet, jsd (``positional``). ``build_loss`` combines them by name.
 """
 
-from reidbench.losses import margins, positional  # noqa: F401  (register margin and positional losses)
 from reidbench.losses.functional import (
     adaface_logits,
     arcface_logits,

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import reidbench.losses.functional as LF
 from reidbench.config import LossConfig
 from reidbench.errors import ConfigError
-from reidbench.losses import functional as LF
 from reidbench.losses.modules import TrainOutputs
 from reidbench.registry import LOSSES
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+import reidbench.losses.functional as LF
 from reidbench.config import LossConfig
 from reidbench.errors import ConfigError
-from reidbench.losses import functional as LF
 from reidbench.models.heads import Classifier
-from reidbench.registry import LOSSES
+from reidbench.registry import LOSSES, load_builtins
 
 # (B, n) patch indices, layers or None -> (B, L, n, n) positional relations (``pair_relations``)
 RelationFn = Callable[[torch.Tensor, tuple[int, ...] | None], torch.Tensor]
@@ -141,6 +141,9 @@ class CombinedLoss(nn.Module):
 
 
 def build_loss(cfg: LossConfig, dim: int, num_classes: int) -> CombinedLoss:
+    """The weighted sum of the registered terms ``cfg.terms`` (``modules``: ce, triplet, circle,
+    supcon; ``margins``: arcface, cosface, adaface; ``positional``: rp_triplet, jsd)."""
+    load_builtins()
     if not cfg.terms:
         raise ConfigError("loss.terms is empty; expected e.g. ce,triplet")
     if len(cfg.weights) != len(cfg.terms):

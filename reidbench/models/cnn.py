@@ -13,7 +13,8 @@ are accepted and ignored. The ViT fields of ``ModelConfig`` (``patch_size``, ``e
 size works (global pooling); the smallest tested is 64x32.
 
 torchreid is imported on first build, not with ``reidbench.models``: its package import takes
-seconds.
+seconds, and it is an optional extra (``pip install 'reidbench[cnn]'``) that nothing but these
+two models needs.
 
 References: Zhou et al., "Omni-Scale Feature Learning for Person Re-Identification", ICCV 2019;
 He et al., "Deep Residual Learning for Image Recognition", CVPR 2016; torchreid 0.2.5
@@ -28,7 +29,8 @@ import torch
 from torch import nn
 
 from reidbench.config import ModelConfig
-from reidbench.errors import ConfigError
+from reidbench.config_rules import CNN_MODELS
+from reidbench.errors import ConfigError, ReidbenchError
 from reidbench.registry import MODELS
 
 # model.size -> torchreid OSNet; every width has a 512-d feature (its fc maps to 512)
@@ -67,10 +69,18 @@ class TorchreidBackbone(nn.Module):
 
 
 def build_torchreid(name: str) -> TorchreidBackbone:
-    """Randomly initialised torchreid model ``name`` (never pretrained), wrapped."""
+    """Randomly initialised torchreid model ``name`` (never pretrained), wrapped. Without
+    torchreid (or one of the modules it imports) a ReidbenchError names the optional extra."""
     with warnings.catch_warnings():  # torchreid warns at import about its optional Cython ranker
         warnings.filterwarnings("ignore", message="Cython evaluation", category=UserWarning)
-        from torchreid.reid.models import build_model
+        try:
+            from torchreid.reid.models import build_model
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or "torchreid"
+            raise ReidbenchError(
+                f"the CNN baselines ({', '.join(sorted(CNN_MODELS))}) need torchreid, an optional "
+                f"extra, and {missing} is not installed: pip install 'reidbench[cnn]'"
+            ) from None
 
     net = build_model(name, num_classes=1, loss="softmax", pretrained=False, use_gpu=False)
     return TorchreidBackbone(net)

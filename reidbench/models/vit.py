@@ -44,7 +44,8 @@ class VisionTransformer(nn.Module):
         mlp_ratio: MLP hidden width / embed_dim.
         drop_path: stochastic-depth rate of the last block (linear from 0).
         absolute: "learned", "sincos" or None (no absolute embedding).
-        rel_pos: factory giving each block its relative position term, or None.
+        rel_pos_factory: gives block i its relative position term (``Attention.rel_pos``), or
+            None for none.
     """
 
     num_prefix_tokens = 1
@@ -52,7 +53,7 @@ class VisionTransformer(nn.Module):
     def __init__(
         self, img_size: tuple[int, int], patch_size: int, embed_dim: int, depth: int,
         num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
-        absolute: str | None = "learned", rel_pos: RelPosFactory | None = None,
+        absolute: str | None = "learned", rel_pos_factory: RelPosFactory | None = None,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -65,7 +66,7 @@ class VisionTransformer(nn.Module):
         )
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, rates[i], rel_pos(i) if rel_pos else None)
+            Block(embed_dim, num_heads, mlp_ratio, rates[i], rel_pos_factory(i) if rel_pos_factory else None)
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -167,14 +168,14 @@ def _resolve_size(cfg: ModelConfig) -> ModelConfig:
 
 def _build_vit(
     cfg: ModelConfig, img_size: tuple[int, int], absolute: str | None,
-    rel_pos: RelPosFactory | None = None,
+    rel_pos_factory: RelPosFactory | None = None,
 ) -> VisionTransformer:
     cfg = _resolve_size(cfg)
     assert cfg.embed_dim and cfg.depth and cfg.num_heads
     return VisionTransformer(
         img_size=img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
         num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, drop_path=cfg.drop_path,
-        absolute=absolute, rel_pos=rel_pos,
+        absolute=absolute, rel_pos_factory=rel_pos_factory,
     )
 
 
@@ -204,7 +205,7 @@ def rpe(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None =
     head_dim, heads = _head_dim(cfg)
     factory = shaw_factory(head_dim, heads, cfg.rel.max_distance, cfg.rel.on_values,
                            cfg.rel.shared_head)
-    return _build_vit(cfg, img_size, absolute=_absolute(cfg), rel_pos=factory)
+    return _build_vit(cfg, img_size, absolute=_absolute(cfg), rel_pos_factory=factory)
 
 
 def irpe_config(cfg: ModelConfig) -> IRPEConfig:
@@ -223,7 +224,7 @@ def irpe(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None 
     method on keys, ratio 1.9), on top of the absolute embeddings."""
     head_dim, heads = _head_dim(cfg)
     factory = irpe_factory(irpe_config(cfg), head_dim, heads)
-    return _build_vit(cfg, img_size, absolute=_absolute(cfg), rel_pos=factory)
+    return _build_vit(cfg, img_size, absolute=_absolute(cfg), rel_pos_factory=factory)
 
 
 @MODELS.register("kprpe")
@@ -236,6 +237,6 @@ def kprpe(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None
     assert resolved.depth and resolved.num_heads
     shared, factory = kprpe_factory(max(1, num_keypoints or 0), resolved.depth,
                                     resolved.num_heads, cfg.rel.ratio)
-    model = _build_vit(cfg, img_size, absolute=_absolute(cfg), rel_pos=factory)
+    model = _build_vit(cfg, img_size, absolute=_absolute(cfg), rel_pos_factory=factory)
     model.kprpe = shared  # registered once, read by every block's term
     return model

@@ -8,7 +8,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from reidbench.data.loader import load_sample
-from reidbench.datasets.base import ImageRecord
+from reidbench.data.records import ImageRecord
+from reidbench.datasets.base import Split
+from reidbench.evaluation.tasks import task_for
 
 # one colour per keypoint index (cycled), readable on light and dark backgrounds
 PALETTE = [
@@ -59,3 +61,13 @@ def preview_grid(
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
     return out
+
+
+def preview_dataset(data: Split, part: str, out: Path, num: int = 32, seed: int = 0) -> list[ImageRecord]:
+    """Save a grid of ``num`` seeded samples of ``part`` (train, query or gallery; a face or
+    template set shows its test images, labelled by person or template, for anything but its
+    training identities) and return the records drawn."""
+    records, label = task_for(data).preview(part)
+    chosen = pick(records, num, seed)
+    preview_grid(chosen, out, labels=[label(r) for r in chosen] if label else None)
+    return chosen

@@ -242,6 +242,12 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of ``history.jsonl`` (losses, learning rate, seconds; a stopped run
+    ends with its ``stopped`` record), in order."""
+    return [json.loads(line) for line in (run_dir / HISTORY).read_text().splitlines() if line.strip()]
+
+
 def list_runs(output: Path, complete: bool | None = None) -> list[Path]:
     """Run folders under ``output`` (sorted by name, i.e. by start time), filtered by completeness."""
     if not output.is_dir():

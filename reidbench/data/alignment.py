@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from reidbench.datasets.base import FaceAlign, ImageRecord
+from reidbench.data.records import FaceAlign, ImageRecord
 
 # insightface's ArcFace template for 112x112 crops (left eye, right eye, nose tip, left and right
 # mouth corners; "left" is the image's left), pixel-index coordinates.

@@ -1,12 +1,15 @@
 """Positional statistics of trained runs, from their final checkpoints -> position_stats.json.
 
-Usage: python3 results/experiments/position_stats.py [results/experiments/runs]
+Usage: python3 scripts/experiments/position_stats.py [results/experiments/runs]
 
 For every run with a checkpoint.pt: the mean L2 norm of the absolute patch embeddings, the RMS
 of the KP-RPE map (weight and bias), and the relation statistics of ``rp_triplet``/``jsd``
 (``reidbench.losses.positional.relation_statistics``: top 8 patches, bias averaged over blocks)
 on 4 P x K batches of training images (sampler seed 0, no augmentation), so that runs trained
-without a positional loss are measured the same way. Checkpoints are not committed; the JSON is.
+without a positional loss are measured the same way. The JSON goes beside the runs folder
+(``results/experiments/position_stats.json``); checkpoints are not committed, the JSON is.
+Models come back through the records API (``engine.sources``: the recorded config, the
+checkpoint read safely).
 """
 
 from __future__ import annotations
@@ -18,27 +21,26 @@ from typing import Any
 
 import torch
 
-from reidbench.config import RunConfig
 from reidbench.data.loader import ImageDataset, batch_keypoints, make_loader
 from reidbench.data.sampler import PKSampler
 from reidbench.datasets.catalog import build_dataset
-from reidbench.engine.checkpoint import model_weights, read_checkpoint
+from reidbench.engine.checkpoint import CHECKPOINT
+from reidbench.engine.sources import load_model, source_from_run
 from reidbench.engine.trainer import eval_transform, keypoint_count
 from reidbench.losses.functional import relation_vectors, top_patches
 from reidbench.losses.positional import relation_statistics
-from reidbench.models import build_model
-from reidbench.reporting.records import read_run_config
+from reidbench.reporting.io import atomic_write_text
+from reidbench.reporting.records import list_runs
 
 BATCHES, TOPN = 4, 8
 
 
 @torch.no_grad()
 def stats(run: Path) -> dict[str, Any]:
-    cfg: RunConfig = read_run_config(run / "config.yaml")
+    source = source_from_run(run)
+    cfg = source.cfg
     split = build_dataset(cfg.data)
-    model = build_model(cfg.model, (cfg.data.height, cfg.data.width), keypoint_count(split))
-    model.load_state_dict(model_weights(read_checkpoint(run / "checkpoint.pt"), run / "checkpoint.pt"))
-    model.eval()
+    model = load_model(source, keypoint_count(split), torch.device("cpu"))
     backbone = model.backbone
     out: dict[str, Any] = {"abs_norm": float(backbone.pos_embed.patch_embeddings().norm(dim=1).mean())}
     if hasattr(backbone, "kprpe"):
@@ -58,11 +60,13 @@ def stats(run: Path) -> dict[str, Any]:
     return {**out, **sums}
 
 
-def main(root: Path) -> None:
-    result = {run.name: stats(run) for run in sorted(root.iterdir()) if (run / "checkpoint.pt").is_file()}
+def main(root: Path) -> Path:
+    """Measure every run under ``root`` that has its checkpoint; merge into the JSON beside it."""
+    result = {run.name: stats(run) for run in list_runs(root) if (run / CHECKPOINT).is_file()}
     target = root.parent / "position_stats.json"
     previous = json.loads(target.read_text()) if target.is_file() else {}
-    target.write_text(json.dumps({**previous, **result}, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(target, json.dumps({**previous, **result}, indent=2, sort_keys=True) + "\n")
+    return target
 
 
 if __name__ == "__main__":

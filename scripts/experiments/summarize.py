@@ -1,41 +1,51 @@
-"""Print the positional-loss experiment table from run records (README.md in this folder).
+"""Print the positional-loss experiment table from run records (results/experiments/README.md).
 
-Usage: python3 results/experiments/summarize.py [results/experiments/runs]
+Usage: python3 scripts/experiments/summarize.py [results/experiments/runs]
 
-Every number comes from a run's config.yaml, metrics.json, timings.json and history.jsonl.
+Every number comes from a run's record (``reidbench.reporting.records``): its config, metrics,
+timings and per-epoch history.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from reidbench.config import RunConfig
+from reidbench.reporting.records import (
+    CONFIG,
+    HISTORY,
+    METRICS,
+    TIMINGS,
+    list_runs,
+    read_history,
+    read_json,
+    read_run_config,
+)
+
+POSITIONAL = ("rp_triplet", "jsd")
 
 
 def load(run: Path) -> dict[str, Any]:
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    metrics_path = run / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    timings_path = run / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    return {"run": run.name, "cfg": cfg, "history": history, "metrics": metrics, "timings": timings}
+    """A run's config, history, metrics and timings (empty when the run has none)."""
+    metrics = read_json(run / METRICS) if (run / METRICS).is_file() else {}
+    timings = read_json(run / TIMINGS) if (run / TIMINGS).is_file() else {}
+    return {"run": run.name, "cfg": read_run_config(run / CONFIG), "history": read_history(run),
+            "metrics": metrics, "timings": timings}
 
 
-def describe(cfg: dict[str, Any]) -> str:
-    loss = cfg["loss"]
-    terms = " + ".join(
-        f"{w:g} {t}" + (f" (margin {loss['rp_margin']:g})" if t == "rp_triplet" else "")
-        for t, w in zip(loss["terms"], loss["weights"])
+def describe(cfg: RunConfig) -> str:
+    """The loss of a run: ``1 ce + 1 triplet + 0.1 rp_triplet (margin 0.3)``."""
+    loss = cfg.loss
+    return " + ".join(
+        f"{w:g} {t}" + (f" (margin {loss.rp_margin:g})" if t == "rp_triplet" else "")
+        for t, w in zip(loss.terms, loss.weights)
     )
-    return terms
 
 
-def positional_term(cfg: dict[str, Any]) -> str | None:
-    return next((t for t in cfg["loss"]["terms"] if t in ("rp_triplet", "jsd")), None)
+def positional_term(cfg: RunConfig) -> str | None:
+    return next((t for t in cfg.loss.terms if t in POSITIONAL), None)
 
 
 def emit(line: str = "") -> None:
@@ -47,13 +57,13 @@ def fmt(x: float | None, digits: int = 4) -> str:
 
 
 def main(root: Path) -> None:
-    runs = [load(p) for p in sorted(root.iterdir()) if (p / "history.jsonl").is_file()]
+    runs = [load(p) for p in list_runs(root) if (p / HISTORY).is_file()]
     emit("| run | loss | seed | threads | epochs | mAP | rank-1 | mINP | train s |")
     emit("|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         m, c = r["metrics"], r["cfg"]
         emit(
-            f"| {r['run']} | {describe(c)} | {c['train']['seed']} | {c['train']['threads']} | "
+            f"| {r['run']} | {describe(c)} | {c.train.seed} | {c.train.threads} | "
             f"{len(r['history'])} | {fmt(m.get('mAP'))} | {fmt(m.get('rank1'))} | {fmt(m.get('mINP'))} | "
             f"{fmt(r['timings'].get('train_seconds'), 0)} |"
         )
