@@ -202,7 +202,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
     sys.stdout.write("".join(line + "\n" for line in result.lines))
     if args.json:
-        from reidbench.reporting.io import atomic_write_json
+        from reidbench.fileio import atomic_write_json
 
         atomic_write_json(args.json, result.metrics)
     return 0

@@ -21,7 +21,7 @@ from conftest import REPO
 from reidbench.registry import BUILTIN_MODULES
 
 PACKAGE = REPO / "reidbench"
-LAYERS = ["reidbench", "errors", "registry", "config", "metrics", "layers", "models", "losses",
+LAYERS = ["reidbench", "errors", "fileio", "registry", "config", "metrics", "layers", "models", "losses",
           "data", "datasets", "synthetic", "keypoints", "retrieval", "evaluation", "reporting",
           "engine", "cli"]
 REGISTRIES = {"MODELS", "DATASETS", "LOSSES", "PERTURBATIONS"}

@@ -13,7 +13,7 @@ from PIL import Image
 from reidbench import cli
 from reidbench.config import resolve_config
 from reidbench.errors import ReidbenchError
-from reidbench.reporting.io import atomic_write_text
+from reidbench.fileio import atomic_write_text
 from reidbench.reporting.leaderboard import COLUMNS, rebuild_leaderboard
 from reidbench.reporting.records import write_run_config
 

@@ -19,10 +19,10 @@ import yaml
 from conftest import MINI_MARKET
 
 from reidbench import cli
+from reidbench import fileio as record_io
 from reidbench.config import RunConfig, resolve_config, to_dict
 from reidbench.engine import trainer
 from reidbench.errors import ConfigError, ReidbenchError
-from reidbench.reporting import io as record_io
 from reidbench.reporting.records import (
     RESUMES,
     attempts,

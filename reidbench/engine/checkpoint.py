@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from reidbench.errors import ReidbenchError
-from reidbench.reporting.io import atomic_torch_save
+from reidbench.fileio import atomic_torch_save, load_torch_file
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -59,7 +59,7 @@ def read_checkpoint(path: Path) -> Any:
         what = "is a directory" if path.is_dir() else "does not exist"
         raise CheckpointError(f"checkpoint {path} {what}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_torch_file(path)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"checkpoint {path} cannot be loaded safely ({_unpickler_reason(exc)}); {SAFE_FORMAT}"

@@ -41,8 +41,8 @@ from reidbench.engine.trainer import NonFiniteTraining, eval_transform, select_d
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.reid import Features, extract_features
 from reidbench.evaluation.tasks import task_for
+from reidbench.fileio import atomic_write_json
 from reidbench.metrics.validate import check_metrics
-from reidbench.reporting.io import atomic_write_json
 from reidbench.reporting.records import (
     CONFIG,
     ENVIRONMENT,

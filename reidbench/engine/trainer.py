@@ -40,9 +40,9 @@ from reidbench.datasets.base import FaceSplit, ReidSplit
 from reidbench.engine import progress
 from reidbench.engine.checkpoint import CHECKPOINT, error_summary, load_checkpoint, save_checkpoint
 from reidbench.errors import ReidbenchError
+from reidbench.fileio import atomic_write_text
 from reidbench.losses import CombinedLoss, TrainOutputs, build_loss
 from reidbench.models import EmbeddingModel, build_model
-from reidbench.reporting.io import atomic_write_text
 from reidbench.reporting.records import HISTORY
 
 log = logging.getLogger(__name__)

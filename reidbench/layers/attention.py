@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reidbench.layers.bucket_attention import CHUNK_ROWS, chunk_size, packed_bucket_attention
+from reidbench.layers.flex_attention import flex_bucket_attention, use_flex
 from reidbench.layers.position import AttentionContext, RelativePosition
 
 
@@ -35,6 +36,9 @@ class Attention(nn.Module):
         # bucket attention works on chunks of the batch whose (n, H, T, T) buffers hold at most
         # as much as (B, H, chunk_rows, T) (``bucket_attention.chunk_size``)
         self.chunk_rows = CHUNK_ROWS
+        # relative terms on CUDA go through FlexAttention ("auto"), elsewhere through the
+        # chunked bucket kernel; "bucket" / "flex" force one (``flex_attention.use_flex``)
+        self.backend = "auto"
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, t, c = x.shape
@@ -43,9 +47,12 @@ class Attention(nn.Module):
             qkv = qkv.contiguous()  # packed (3, B, H, T, d): saved once, one packed gradient
             q, k, v = qkv.unbind(0)
             terms = self.rel_pos.bucket_terms(q, k, ctx)
-            if terms:  # chunked attention: the (B, H, T, T) bias is never stored whole
-                chunk = chunk_size(b, t, self.chunk_rows)
-                out = packed_bucket_attention(qkv, terms, self.scale, chunk, q=q)
+            if terms:  # the (B, H, T, T) bias is never stored whole
+                if use_flex(q.device, self.backend, torch.is_grad_enabled()):
+                    out = flex_bucket_attention(q, k, v, terms, self.scale)
+                else:
+                    chunk = chunk_size(b, t, self.chunk_rows)
+                    out = packed_bucket_attention(qkv, terms, self.scale, chunk, q=q)
                 return self.proj(out.transpose(1, 2).reshape(b, t, c))
         q, k, v = qkv.unbind(0)  # (B, H, T, d)
         bias = self.rel_pos.logits_bias(q, k, ctx) if self.rel_pos is not None else None

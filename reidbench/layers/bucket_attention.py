@@ -20,10 +20,18 @@ back into the buckets. Chunks split the batch, not the queries: every GEMM is th
 (T, d) x (d, T) product per head, several times faster on a CPU than the same work in thin
 query blocks, and each chunk writes its own rows of dq, dk and dv exactly once. Extra memory
 is a few (n, H, T, T) buffers per chunk of n batch items (see ``chunk_size``).
+
+Reduced precision: bf16 or fp16 inputs (as ``torch.autocast`` hands them over, or a model cast to
+that dtype) are accepted, tables of any floating dtype may be mixed with them. Each chunk is
+computed in fp32 (logits, softmax, log-sum-exp, every product; autocast is switched off inside
+the kernel), so the logits may exceed fp16's range and the softmax is not summed in 8 bits; the
+output and the gradients are returned in their inputs' dtypes, rounded once. fp32 and fp64 inputs
+run exactly the operations they always did (every cast below is then a no-op).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,23 +75,43 @@ def _rows(t: torch.Tensor, b0: int, b1: int) -> torch.Tensor:
     return t if t.shape[0] == 1 else t[b0:b1]
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernel computes in for inputs of ``dtype``: fp32 for the 16-bit floats, the
+    input dtype otherwise."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast off inside the kernel, which chooses its own precision (a no-op when it is off)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class _Terms:
     """The terms' tensors, flattened for autograd, with per-chunk gathers and their adjoints.
 
     Kinds: "lut", "transposed" (one tensor: the table), "linear" (x, weight) and "linear_q"
     (weight only: x is the attention's own q, so it is neither saved twice nor differentiated
     separately; its gradient goes into dq).
+
+    ``dtype``: every chunk's tensors are cast to it before use (the compute dtype), and the
+    gradients are accumulated in it; None keeps the tensors' own dtypes.
     """
 
     def __init__(self, kinds: tuple[str, ...], ids: tuple[torch.Tensor, ...],
-                 tensors: tuple[torch.Tensor, ...], q: torch.Tensor | None = None) -> None:
-        self.kinds, self.ids, self.tensors, self.q = kinds, ids, tensors, q
+                 tensors: tuple[torch.Tensor, ...], q: torch.Tensor | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        self.kinds, self.ids, self.tensors, self.q, self.dtype = kinds, ids, tensors, q, dtype
         self.slots: list[tuple[int, ...]] = []
         i = 0
         for kind in kinds:
             width = 2 if kind == "linear" else 1
             self.slots.append(tuple(range(i, i + width)))
             i += width
+
+    def _cast(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.dtype is None else t.to(self.dtype)
 
     def chunk_bias(
         self, b0: int, b1: int, heads: int, shift: torch.Tensor | None = None
@@ -96,9 +124,9 @@ class _Terms:
             t = idx.shape[0]
             if kind in ("linear", "linear_q"):
                 x, w = self._linear(slot)
-                lut = torch.matmul(_rows(x, b0, b1), w)  # (n|1, H|1, T, nb)
+                lut = torch.matmul(self._cast(_rows(x, b0, b1)), self._cast(w))  # (n|1, H|1, T, nb)
             else:
-                lut = _rows(self.tensors[slot[0]], b0, b1)
+                lut = self._cast(_rows(self.tensors[slot[0]], b0, b1))
             if shift is not None and kind != "transposed":  # row i of the table is query i
                 lut, shift = lut - shift.unsqueeze(3), None
             shape = (b1 - b0, heads, t, t)
@@ -116,7 +144,7 @@ class _Terms:
         return self.q, self.tensors[slot[0]]
 
     def new_grads(self) -> list[torch.Tensor]:
-        return [torch.zeros_like(x) for x in self.tensors]
+        return [torch.zeros_like(x, dtype=self.dtype) for x in self.tensors]
 
     def backward_chunk(
         self, ds: torch.Tensor, b0: int, b1: int, grads: list[torch.Tensor], dq: torch.Tensor
@@ -131,7 +159,7 @@ class _Terms:
             d = ds.new_zeros(n, h, t, nb).scatter_add_(3, idx.expand(n, h, t, t), src)
             if kind in ("linear", "linear_q"):
                 x, w = self._linear(slot)
-                xc = _rows(x, b0, b1)
+                xc, w = self._cast(_rows(x, b0, b1)), self._cast(w)
                 d = _reduce_to(d, torch.Size((xc.shape[0], max(x.shape[1], w.shape[0]), t, nb)))
                 dx = _reduce_to(torch.matmul(d, w.transpose(-2, -1)), xc.shape)
                 if kind == "linear_q":
@@ -152,19 +180,21 @@ class _BucketAttention(torch.autograd.Function):
         kinds: tuple[str, ...], ids: tuple[torch.Tensor, ...], *tensors: torch.Tensor,
     ) -> torch.Tensor:
         q, k, v = qkv.unbind(0)  # contiguous (B, H, T, d) each
-        terms = _Terms(kinds, ids, tensors, q)
+        acc = compute_dtype(qkv.dtype)
+        terms = _Terms(kinds, ids, tensors, q, acc)
         b, h, t, d = q.shape
         # the output is stored (B, T, H, d) so that merging the heads afterwards is a view
         out = q.new_empty(b, t, h, d).transpose(1, 2)
-        lse = q.new_empty(b, h, t)
-        for b0 in range(0, b, chunk):
-            b1 = min(b, b0 + chunk)
-            p = _chunk_logits(q, k, terms, b0, b1, scale)  # (n, H, T, T)
-            m = p.amax(dim=3, keepdim=True)
-            p.sub_(m).exp_()
-            denom = p.sum(dim=3, keepdim=True)
-            out[b0:b1] = torch.matmul(p, v[b0:b1]).div_(denom)
-            lse[b0:b1] = (m + denom.log()).squeeze(3)
+        lse = q.new_empty(b, h, t, dtype=acc)
+        with autocast_off(qkv.device.type):
+            for b0 in range(0, b, chunk):
+                b1 = min(b, b0 + chunk)
+                p = _chunk_logits(q, k, terms, b0, b1, scale)  # (n, H, T, T) in acc
+                m = p.amax(dim=3, keepdim=True)
+                p.sub_(m).exp_()
+                denom = p.sum(dim=3, keepdim=True)
+                out[b0:b1] = torch.matmul(p, v[b0:b1].to(acc)).div_(denom)  # rounded to q's dtype
+                lse[b0:b1] = (m + denom.log()).squeeze(3)
         ctx.save_for_backward(qkv, out, lse, *ids, *tensors)
         ctx.scale, ctx.chunk, ctx.kinds = scale, chunk, kinds
         return out
@@ -174,31 +204,39 @@ class _BucketAttention(torch.autograd.Function):
         qkv, out, lse, *rest = ctx.saved_tensors
         q, k, v = qkv.unbind(0)
         n_ids = len(ctx.kinds)
-        terms = _Terms(ctx.kinds, tuple(rest[:n_ids]), tuple(rest[n_ids:]), q)
+        acc = lse.dtype  # the compute dtype of the forward pass
+        tensors = tuple(rest[n_ids:])
+        terms = _Terms(ctx.kinds, tuple(rest[:n_ids]), tensors, q, acc)
         scale, chunk = ctx.scale, ctx.chunk
         b, h, t, d = q.shape
-        dqkv = qkv.new_empty(qkv.shape)
+        dqkv = qkv.new_empty(qkv.shape, dtype=acc)
         dq, dk, dv = dqkv.unbind(0)  # contiguous: a chunk's rows are one (n * H, T, d) block
         grads = terms.new_grads()
-        for b0 in range(0, b, chunk):
-            b1 = min(b, b0 + chunk)
-            bh = (b1 - b0) * h
-            p = _chunk_logits(q, k, terms, b0, b1, scale, shift=lse[b0:b1])
-            p.exp_()  # (n, H, T, T) probabilities: the logits minus their log-sum-exp
-            do = dout[b0:b1].contiguous()  # dout may be strided: copy one chunk only
-            delta = (do * out[b0:b1]).sum(dim=3, keepdim=True)  # (n, H, T, 1)
-            pf, do = p.view(bh, t, t), do.view(bh, t, d)
-            # every chunk owns its rows of dq, dk and dv: each is written once (beta=0)
-            dv[b0:b1].view(bh, t, d).baddbmm_(pf.transpose(1, 2), do, beta=0.0)
-            ds = torch.bmm(do, v[b0:b1].reshape(bh, t, d).transpose(1, 2))  # dP
-            ds.sub_(delta.view(bh, t, 1)).mul_(pf)  # dS = P * (dP - delta): logits' gradient
-            del p, pf
-            dq[b0:b1].view(bh, t, d).baddbmm_(ds, k[b0:b1].reshape(bh, t, d), beta=0.0, alpha=scale)
-            dk[b0:b1].view(bh, t, d).baddbmm_(ds.transpose(1, 2), q[b0:b1].reshape(bh, t, d),
-                                              beta=0.0, alpha=scale)
-            terms.backward_chunk(ds.view(b1 - b0, h, t, t), b0, b1, grads, dq[b0:b1])
-        out_grads = [g if ctx.needs_input_grad[5 + i] else None for i, g in enumerate(grads)]
-        return (dqkv, None, None, None, None, *out_grads)
+        with autocast_off(qkv.device.type):
+            for b0 in range(0, b, chunk):
+                b1 = min(b, b0 + chunk)
+                bh = (b1 - b0) * h
+                p = _chunk_logits(q, k, terms, b0, b1, scale, shift=lse[b0:b1])
+                p.exp_()  # (n, H, T, T) probabilities: the logits minus their log-sum-exp
+                do = dout[b0:b1].contiguous()  # dout may be strided: copy one chunk only
+                if do.dtype != acc:
+                    do = do.to(acc)
+                delta = (do * out[b0:b1].to(acc)).sum(dim=3, keepdim=True)  # (n, H, T, 1)
+                pf, do = p.view(bh, t, t), do.view(bh, t, d)
+                # every chunk owns its rows of dq, dk and dv: each is written once (beta=0)
+                dv[b0:b1].view(bh, t, d).baddbmm_(pf.transpose(1, 2), do, beta=0.0)
+                ds = torch.bmm(do, v[b0:b1].to(acc).reshape(bh, t, d).transpose(1, 2))  # dP
+                ds.sub_(delta.view(bh, t, 1)).mul_(pf)  # dS = P * (dP - delta): logits' gradient
+                del p, pf
+                dq[b0:b1].view(bh, t, d).baddbmm_(ds, k[b0:b1].to(acc).reshape(bh, t, d),
+                                                  beta=0.0, alpha=scale)
+                dk[b0:b1].view(bh, t, d).baddbmm_(ds.transpose(1, 2),
+                                                  q[b0:b1].to(acc).reshape(bh, t, d),
+                                                  beta=0.0, alpha=scale)
+                terms.backward_chunk(ds.view(b1 - b0, h, t, t), b0, b1, grads, dq[b0:b1])
+        out_grads = [g.to(x.dtype) if ctx.needs_input_grad[5 + i] else None
+                     for i, (g, x) in enumerate(zip(grads, tensors))]
+        return (dqkv.to(qkv.dtype), None, None, None, None, *out_grads)
 
 
 def _chunk_logits(
@@ -210,8 +248,11 @@ def _chunk_logits(
     _, h, t, d = q.shape
     bh = (b1 - b0) * h
     logits = terms.chunk_bias(b0, b1, h, shift).contiguous()
+    qc, kc = q[b0:b1], k[b0:b1]
+    if terms.dtype is not None:
+        qc, kc = qc.to(terms.dtype), kc.to(terms.dtype)
     logits.view(bh, t, t).baddbmm_(
-        q[b0:b1].reshape(bh, t, d), k[b0:b1].reshape(bh, t, d).transpose(1, 2), alpha=scale
+        qc.reshape(bh, t, d), kc.reshape(bh, t, d).transpose(1, 2), alpha=scale
     )
     return logits
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from reidbench.errors import ConfigError, ReidbenchError
-from reidbench.reporting.io import atomic_write_text, csv_text
+from reidbench.fileio import atomic_write_text
+from reidbench.reporting.io import csv_text
 from reidbench.reporting.records import (
     CONFIG,
     ENVIRONMENT,

@@ -9,7 +9,7 @@ Rules every writer and reader here follows:
 - A run folder is created atomically and exclusively (``create_run_dir``): two runs started in
   the same second get two folders. A process writing into a run folder holds its lock
   (``run_lock``), so a second ``--resume`` of a run in progress is refused.
-- Every file is written atomically (``reporting/io.py``).
+- Every file is written atomically (``reidbench/fileio.py``).
 - ``config.yaml`` is read strictly (``read_run_config``): a record lacking a section or key is
   an error naming the file and the key, never filled with defaults.
 - ``environment.json`` keeps every attempt: its top-level keys describe the attempt that
@@ -42,7 +42,7 @@ import torch
 import reidbench
 from reidbench.config import RunConfig, config_text, from_dict, load_yaml
 from reidbench.errors import ConfigError, ReidbenchError
-from reidbench.reporting.io import atomic_write_json, atomic_write_text
+from reidbench.fileio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.robustness import Cell
-from reidbench.reporting.io import atomic_write_bytes, atomic_write_json, atomic_write_text, csv_text
+from reidbench.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from reidbench.reporting.io import csv_text
 from reidbench.reporting.robustness_markdown import to_markdown
 from reidbench.reporting.robustness_plots import examples_png, plot_png
 from reidbench.reporting.robustness_scores import (

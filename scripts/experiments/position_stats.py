@@ -27,9 +27,9 @@ from reidbench.datasets.catalog import build_dataset
 from reidbench.engine.checkpoint import CHECKPOINT
 from reidbench.engine.sources import load_model, source_from_run
 from reidbench.engine.trainer import eval_transform, keypoint_count
+from reidbench.fileio import atomic_write_text
 from reidbench.losses.functional import relation_vectors, top_patches
 from reidbench.losses.positional import relation_statistics
-from reidbench.reporting.io import atomic_write_text
 from reidbench.reporting.records import list_runs
 
 BATCHES, TOPN = 4, 8

@@ -1,0 +1,194 @@
+"""Training throughput of every position encoding next to timm's VisionTransformer.
+
+Images per second of one full training step, in one run, for each device (CPU, and CUDA where
+present), size (``nano``, ``small``) and precision (``fp32``, ``bf16``):
+
+- ``timm``: ``timm.models.vision_transformer.VisionTransformer`` with the same width, depth,
+  heads, MLP ratio, patch and input size (CLS token, token pooling, qkv bias), the reference row;
+- ``ape``, ``rpe``, ``irpe``, ``kprpe``: reidbench's ViT with each position encoding, built by
+  the model registry from ``ModelConfig(name, size, patch_size)`` (default settings of each
+  encoding; KP-RPE reads ``--keypoints`` random keypoints per image).
+
+The step is the same for every row: random (B, 3, H, W) images -> backbone -> (B, D) CLS
+embedding -> linear classifier over ``--classes`` identities -> cross-entropy -> backward ->
+AdamW step (``zero_grad(set_to_none=True)``). ``bf16`` wraps the forward pass and the loss in
+``torch.autocast(device, torch.bfloat16)`` with fp32 weights; ``fp32`` is plain. Relative
+encodings use whatever attention path reidbench's attention layer picks for the device.
+
+Columns: ``images/s`` = batch * steps / wall time of ``--steps`` steps after ``--warmup`` steps
+(CUDA synchronised before and after); ``x timm`` = ratio to the timm row of the same device,
+size and precision; ``peak MB``: CUDA peak allocated memory of the row (``-`` on CPU). Every row
+names its device (CPU model and thread count, or the CUDA device name).
+
+Usage: ``python benchmarks/train_throughput.py [--sizes nano,small] [--devices cpu,cuda]
+[--precisions fp32,bf16] [--batch 64] [--steps 10] [--warmup 3] [--threads N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import reidbench.models.vit  # noqa: F401  (registers the ViT variants)
+from reidbench.config import ModelConfig
+from reidbench.models.vit import SIZES
+from reidbench.registry import MODELS
+
+ENCODINGS = ("ape", "rpe", "irpe", "kprpe")
+MODELS_ORDER = ("timm", *ENCODINGS)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def device_label(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return f"CUDA {torch.cuda.get_device_name(device)}"
+    return f"CPU {cpu_name()}, {threads} threads"
+
+
+def timm_backbone(size: str, img: tuple[int, int], patch: int) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    dim, depth, heads = SIZES[size]
+    return VisionTransformer(img_size=img, patch_size=patch, embed_dim=dim, depth=depth,
+                             num_heads=heads, mlp_ratio=4.0, qkv_bias=True, num_classes=0,
+                             class_token=True, global_pool="token")
+
+
+def backbone(name: str, size: str, img: tuple[int, int], patch: int, keypoints: int) -> nn.Module:
+    if name == "timm":
+        return timm_backbone(size, img, patch)
+    cfg = ModelConfig(name=name, size=size, patch_size=patch)
+    return MODELS.get(name)(cfg, img, keypoints)  # type: ignore[operator,no-any-return]
+
+
+class Step:
+    """One training step of backbone + linear classifier + cross-entropy + AdamW."""
+
+    def __init__(self, name: str, size: str, args: argparse.Namespace, device: torch.device,
+                 precision: str) -> None:
+        img = (args.height, args.width)
+        self.model = backbone(name, size, img, args.patch, args.keypoints).to(device)
+        dim = SIZES[size][0]
+        self.head = nn.Linear(dim, args.classes).to(device)
+        params = [*self.model.parameters(), *self.head.parameters()]
+        self.opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randn(args.batch, 3, *img, generator=g).to(device)
+        self.labels = torch.randint(args.classes, (args.batch,), generator=g).to(device)
+        self.keypoints = torch.rand(args.batch, args.keypoints, 2, generator=g).to(device)
+        self.timm = name == "timm"
+        self.device, self.precision = device, precision
+        self.model.train()
+
+    def __call__(self) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            emb = self.model(self.images) if self.timm else self.model(self.images, self.keypoints)
+            loss = F.cross_entropy(self.head(emb).float(), self.labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def measure(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> float:
+    """Seconds per step over ``steps`` steps after ``warmup`` steps."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="nano,small", help="comma-separated: " + ",".join(SIZES))
+    parser.add_argument("--devices", default=None,
+                        help="comma-separated cpu,cuda (default: cpu, and cuda when available)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated fp32,bf16")
+    parser.add_argument("--models", default=",".join(MODELS_ORDER),
+                        help="comma-separated rows (timm is the ratios' denominator)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per row")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per row first")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--patch", type=int, default=16)
+    parser.add_argument("--keypoints", type=int, default=17, help="K of KP-RPE (COCO-17 bodies)")
+    parser.add_argument("--classes", type=int, default=751, help="classifier identities (Market)")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    sizes = args.sizes.split(",")
+    precisions = args.precisions.split(",")
+    names = args.models.split(",")
+    devices = (args.devices.split(",") if args.devices
+               else ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    for value, allowed, what in ((sizes, SIZES, "size"), (precisions, ("fp32", "bf16"), "precision"),
+                                 (names, MODELS_ORDER, "model"), (devices, ("cpu", "cuda"), "device")):
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            parser.error(f"unknown {what} {bad}; expected {', '.join(allowed)}")
+    if "cuda" in devices and not torch.cuda.is_available():
+        parser.error("--devices cuda: no CUDA device is available")
+    if "cuda" in devices:  # one compiled FlexAttention graph per encoding x size x precision
+        import torch._dynamo.config as dynamo_config
+
+        for option in ("recompile_limit", "cache_size_limit"):
+            if hasattr(dynamo_config, option):
+                setattr(dynamo_config, option, max(64, getattr(dynamo_config, option)))
+
+    grid = (args.height // args.patch, args.width // args.patch)
+    print(f"training step (forward, backward, AdamW), batch {args.batch}, input "
+          f"{args.height}x{args.width}, patch {args.patch} ({grid[0]}x{grid[1]} grid + CLS), "
+          f"{args.steps} timed steps after {args.warmup}; torch {torch.__version__}\n")
+    print("| device | size | precision | model | images/s | x timm | peak MB |")
+    print("|---|---|---|---|---:|---:|---:|")
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        label = device_label(device, args.threads)
+        for size in sizes:
+            for precision in precisions:
+                base = None
+                for name in names:
+                    step = Step(name, size, args, device, precision)
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    seconds = measure(step, device, args.steps, args.warmup)
+                    rate = args.batch / seconds
+                    base = rate if name == "timm" else base
+                    ratio = f"{rate / base:.2f}" if base else "-"
+                    peak = (f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}"
+                            if device.type == "cuda" else "-")
+                    print(f"| {label} | {size} | {precision} | {name} | {rate:.1f} | {ratio} | "
+                          f"{peak} |", flush=True)
+                    del step
+                    gc.collect()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
