@@ -5,7 +5,10 @@ forward and backward at N = 128 patches (256x128 re-ID input, 16-pixel patches: 
 and N = 196 (112x112 face input, 8-pixel patches: 14x14), plus one CLS token. Reference rows in
 the same run: plain attention with no position term (PyTorch's fused scaled-dot-product kernel,
 the ratios' denominator), the same computed with explicit probabilities (math path), and a naive
-iRPE-contextual that materialises the (T, T, d) relative tensor.
+iRPE-contextual that materialises the (T, T, d) relative tensor. RoPE (axial, mixed) rotates q
+and k and keeps the fused kernel. ``nope`` adds nothing to attention (its row is the plain one)
+and ``cpe``'s convolution runs once per model, outside attention (``train_throughput.py`` has
+both as whole models).
 
 Columns:
 - ``ms``: median wall time of forward+backward over ``--repeats`` runs after warm-up, with the
@@ -31,12 +34,14 @@ import time
 from collections.abc import Callable
 
 import torch
+from proc_status import status_kb
 
 from reidbench.layers import Attention, AttentionContext
 from reidbench.layers.irpe import IRPE, IRPEConfig, naive_contextual_key_term
 from reidbench.layers.kprpe import kprpe_factory
 from reidbench.layers.position import RelativePosition
 from reidbench.layers.rel_index import bucket_ids
+from reidbench.layers.rope import RotaryPosition
 from reidbench.layers.rpe import ShawRPE
 
 DIM, HEADS, BATCH = 384, 6, 32
@@ -90,6 +95,8 @@ def encodings() -> dict[str, Callable[[], RelativePosition | None]]:
         "irpe contextual (product, k)": lambda: IRPE(ctx_cfg, head_dim, HEADS),
         "irpe contextual, naive (T,T,d)": lambda: NaiveContextualKey(ctx_cfg, head_dim, HEADS),
         "kprpe (product)": kprpe,
+        "rope axial": lambda: RotaryPosition(head_dim, HEADS, "axial"),
+        "rope mixed": lambda: RotaryPosition(head_dim, HEADS, "mixed"),
     }
 
 
@@ -146,14 +153,6 @@ def time_ms(name: str, n: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def child(name: str, n: int) -> None:
     """Runs in a fresh process: after two warm-up passes (code paged in, buffers returned),
     the resident high-water mark of one forward+backward above the resident size before it."""
@@ -162,11 +161,11 @@ def child(name: str, n: int) -> None:
         step(block, x, ctx)
         x.grad = None
         block.zero_grad(set_to_none=True)
-    before = _status_kb("VmRSS")
+    before = status_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")  # reset VmHWM (the peak) to the current resident size
     step(block, x, ctx)
-    print(json.dumps({"peak": max(0, _status_kb("VmHWM") - before) * 1024}))
+    print(json.dumps({"peak": max(0, status_kb("VmHWM") - before) * 1024}))
 
 
 def peak_bytes(name: str, n: int, threads: int) -> int:

@@ -33,6 +33,7 @@ import warnings
 
 import numpy as np
 import torch
+from proc_status import status_kb
 
 NQ, NG, DIM, IDS = 3368, 15913, 512, 750
 
@@ -105,26 +106,18 @@ ROWS = {"reidbench": run_reidbench, "torchreid": run_torchreid, "matmul only": r
 SLOW = ("torchreid", "reidbench +rerank", "torchreid +rerank")  # timed once, no warm-up
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def child(name: str, repeats: int) -> None:
     d = features()
     fn = ROWS[name]
     if name not in SLOW:
         fn(d)  # warm-up
-    before = _status_kb("VmRSS")
+    before = status_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")
     start = time.perf_counter()
     out = fn(d)
     times = [time.perf_counter() - start]
-    peak = (_status_kb("VmHWM") - before) * 1024
+    peak = (status_kb("VmHWM") - before) * 1024
     for _ in range(repeats - 1):
         start = time.perf_counter()
         fn(d)

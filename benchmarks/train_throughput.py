@@ -5,9 +5,10 @@ present), size (``nano``, ``small``) and precision (``fp32``, ``bf16``):
 
 - ``timm``: ``timm.models.vision_transformer.VisionTransformer`` with the same width, depth,
   heads, MLP ratio, patch and input size (CLS token, token pooling, qkv bias), the reference row;
-- ``ape``, ``rpe``, ``irpe``, ``kprpe``: reidbench's ViT with each position encoding, built by
-  the model registry from ``ModelConfig(name, size, patch_size)`` (default settings of each
-  encoding; KP-RPE reads ``--keypoints`` random keypoints per image).
+- ``ape``, ``rpe``, ``irpe``, ``kprpe``, ``rope``, ``cpe``, ``nope``: reidbench's ViT with each
+  position encoding, built by the model registry from ``ModelConfig(name, size, patch_size)``
+  (default settings of each encoding; KP-RPE reads ``--keypoints`` random keypoints per image;
+  ``rope`` is the axial variant, ``rope-mixed`` the mixed one, ``model.rope.mode=mixed``).
 
 The step is the same for every row: random (B, 3, H, W) images -> backbone -> (B, D) CLS
 embedding -> linear classifier over ``--classes`` identities -> cross-entropy -> backward ->
@@ -20,8 +21,17 @@ Columns: ``images/s`` = batch * steps / wall time of ``--steps`` steps after ``-
 size and precision; ``peak MB``: CUDA peak allocated memory of the row (``-`` on CPU). Every row
 names its device (CPU model and thread count, or the CUDA device name).
 
+The ``loader`` rows answer whether the data pipeline keeps up: images/s that reidbench's training
+loader delivers (``ImageDataset`` decoding JPEGs without the image cache, the training transform
+at the benchmark's input size with the Market-1501 recipe's pad 10 and erasing 0.5, the P x K
+sampler, ``make_loader`` with pinned memory on CUDA) for each ``--loader-workers`` count, read
+from ``--loader-images`` random 128x64 JPEGs (Market-1501's crop size) written to a temporary
+folder. A loader row faster than the training rows of its device means the loader is not the
+bottleneck at that worker count.
+
 Usage: ``python benchmarks/train_throughput.py [--sizes nano,small] [--devices cpu,cuda]
-[--precisions fp32,bf16] [--batch 64] [--steps 10] [--warmup 3] [--threads N]``
+[--precisions fp32,bf16] [--batch 64] [--steps 10] [--warmup 3] [--threads N]
+[--loader-workers 0,4] [--loader-images 512]``
 """
 
 from __future__ import annotations
@@ -29,19 +39,29 @@ from __future__ import annotations
 import argparse
 import gc
 import platform
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import reidbench.models.vit  # noqa: F401  (registers the ViT variants)
-from reidbench.config import ModelConfig
+from reidbench.config import ModelConfig, RopeConfig
+from reidbench.data.loader import ImageDataset, make_loader
+from reidbench.data.records import ImageRecord
+from reidbench.data.sampler import PKSampler
+from reidbench.data.transforms import Transform
 from reidbench.models.vit import SIZES
 from reidbench.registry import MODELS
 
-ENCODINGS = ("ape", "rpe", "irpe", "kprpe")
+ENCODINGS = ("ape", "rpe", "irpe", "kprpe", "rope", "rope-mixed", "cpe", "nope")
+# rows that are a registered model with settings: row -> (model, ModelConfig fields)
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "rope-mixed": ("rope", {"rope": RopeConfig(mode="mixed")}),
+}
 MODELS_ORDER = ("timm", *ENCODINGS)
 
 
@@ -74,7 +94,8 @@ def timm_backbone(size: str, img: tuple[int, int], patch: int) -> nn.Module:
 def backbone(name: str, size: str, img: tuple[int, int], patch: int, keypoints: int) -> nn.Module:
     if name == "timm":
         return timm_backbone(size, img, patch)
-    cfg = ModelConfig(name=name, size=size, patch_size=patch)
+    name, fields = VARIANTS.get(name, (name, {}))
+    cfg = ModelConfig(name=name, size=size, patch_size=patch, **fields)  # type: ignore[arg-type]
     return MODELS.get(name)(cfg, img, keypoints)  # type: ignore[operator,no-any-return]
 
 
@@ -105,6 +126,33 @@ class Step:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+
+
+def loader_rate(args: argparse.Namespace, device: torch.device, workers: int) -> float:
+    """Images per second of one epoch of the training loader (see the module docstring)."""
+    import numpy as np
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as folder:
+        rng = np.random.default_rng(0)
+        records = []
+        for i in range(args.loader_images):
+            path = Path(folder) / f"{i:05d}.jpg"
+            Image.fromarray(rng.integers(0, 255, (128, 64, 3), dtype=np.uint8)).save(path)
+            records.append(ImageRecord(str(path), pid=i // 4, camid=i % 2))
+        transform = Transform(args.height, args.width, (0.485, 0.456, 0.406),
+                              (0.229, 0.224, 0.225), train=True, flip_prob=0.5, pad=10,
+                              erase_prob=0.5)
+        dataset = ImageDataset(records, transform, 0, cache=False)
+        sampler = PKSampler([r.pid for r in records], args.batch, 4, seed=0)
+        loader = make_loader(dataset, args.batch, sampler, workers,
+                             pin_memory=device.type == "cuda")
+        start, images = time.perf_counter(), 0
+        for batch in loader:
+            images += batch["image"].to(device, non_blocking=device.type == "cuda").shape[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return images / (time.perf_counter() - start)
 
 
 def measure(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> float:
@@ -138,6 +186,10 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=16)
     parser.add_argument("--keypoints", type=int, default=17, help="K of KP-RPE (COCO-17 bodies)")
     parser.add_argument("--classes", type=int, default=751, help="classifier identities (Market)")
+    parser.add_argument("--loader-workers", default="0,4",
+                        help="comma-separated DataLoader worker counts of the loader rows ('' = none)")
+    parser.add_argument("--loader-images", type=int, default=512,
+                        help="JPEGs the loader rows read (one epoch)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -166,9 +218,13 @@ def main() -> None:
           f"{args.steps} timed steps after {args.warmup}; torch {torch.__version__}\n")
     print("| device | size | precision | model | images/s | x timm | peak MB |")
     print("|---|---|---|---|---:|---:|---:|")
+    worker_counts = [int(w) for w in args.loader_workers.split(",") if w.strip()]
     for dev_name in devices:
         device = torch.device(dev_name)
         label = device_label(device, args.threads)
+        for workers in worker_counts:
+            rate = loader_rate(args, device, workers)
+            print(f"| {label} | - | - | loader, {workers} workers | {rate:.1f} | - | - |", flush=True)
         for size in sizes:
             for precision in precisions:
                 base = None

@@ -9,13 +9,37 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from reidbench.cli_options import (
+    SET_HELP,
+    add_data_root,
+    add_device,
+    add_global_options,
+    add_output,
+    add_training_options,
+    log_deprecations,
+    log_level,
+    propagate_global_options,
+    set_third_party_levels,
+)
 from reidbench.cli_robustness import add_robustness_parsers, cmd_bench, cmd_robustness
 from reidbench.engine.progress import showing
 from reidbench.errors import ConfigError, ReidbenchError
-from reidbench.registry import load_builtins
+from reidbench.registry import load_builtins, load_plugins
 
 log = logging.getLogger("reidbench")
 
+
+
+def _run_description() -> str:
+    """``run --help``: the registered models and datasets (``reidbench models``, ``data list``)."""
+    from reidbench.datasets.catalog import dataset_infos
+    from reidbench.registry import MODELS
+
+    load_builtins()
+    return ("Train a model on a dataset, evaluate it and record the run.\n\n"
+            f"models:   {', '.join(MODELS.names())}  (details: reidbench models)\n"
+            f"datasets: {', '.join(i.name for i in dataset_infos() if i.name != 'folder')}, folder:<path>  "
+            "(trees: reidbench data list)")
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,18 +50,16 @@ class Parser(argparse.ArgumentParser):
 
 
 def _run_parser(sub: Any) -> None:
-    p = sub.add_parser("run", help="train a model on a dataset, evaluate it, record the run")
+    p = sub.add_parser("run", help="train a model on a dataset, evaluate it, record the run",
+                       description=_run_description(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="registered model name (default: ape)")
-    p.add_argument("--dataset", help="registered dataset name (default: synthetic-reid)")
-    p.add_argument("--data-root", help="data root (default: $REIDBENCH_DATA, else ./datasets)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--config", type=Path, help="YAML file merged over the presets")
+    p.add_argument("--dataset", help="registered dataset name, or folder:<path> (default: "
+                                     "synthetic-reid)")
+    add_training_options(p)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set train.lr=3e-4 (repeatable)")
-    p.add_argument("--output", help="folder receiving <run-id>/ (default: results/runs)")
+                   help=SET_HELP)
+    add_output(p, "results/runs", "<run-id>/", unset=True)
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
                    help="continue an interrupted run from its last checkpoint: a run folder or "
                         "id, or nothing for the newest interrupted run of this model/dataset/seed")
@@ -51,8 +73,7 @@ def _data_parser(sub: Any) -> None:
 
 def build_parser() -> Parser:
     parser = Parser(prog="reidbench", description="Benchmark re-ID and face ViTs under misalignment.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    add_global_options(parser)  # -v, -q: accepted after the subcommand too (see the end)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _run_parser(sub)
     _data_parser(sub)
@@ -65,16 +86,29 @@ def build_parser() -> Parser:
                                       "on --dataset's test side (e.g. ijbb, ijbc, lfw, market1501)")
     ev.add_argument("--runs", type=Path, default=Path("results/runs"), help="where run ids are looked up")
     ev.add_argument("--dataset", help="with --run: the dataset to test on (default: the run's own)")
-    ev.add_argument("--data-root", help="with --run: root of that dataset (else $REIDBENCH_DATA, ./datasets)")
-    ev.add_argument("--device", help="with --run: auto, cpu, cuda, cuda:N (default: the run's)")
-    ev.add_argument("--metric", default="cosine", choices=("cosine", "euclidean"))
-    ev.add_argument("--max-rank", type=int, default=50)
+    add_data_root(ev, " of --run's test dataset (default: $REIDBENCH_DATA, else ./datasets)")
+    add_device(ev, " for --run (default: the run's)")
+    ev.add_argument("--metric", default="cosine", choices=("cosine", "euclidean"),
+                    help="similarity of the features (default: cosine)")
+    ev.add_argument("--max-rank", type=int, default=50, metavar="R",
+                    help="longest CMC curve reported (default: 50)")
     ev.add_argument("--json", type=Path, help="also write the metrics as JSON (fractions in [0, 1])")
     ev.add_argument("--index", default="flat", choices=("flat", "ivf", "hnsw"),
                     help="FAISS gallery index for --topk (flat = exact)")
     ev.add_argument("--topk", type=int,
                     help="re-ID: rank only the top K of a FAISS search; metrics are then "
                          "truncated at K (mAP@K is a lower bound of mAP)")
+    ev.add_argument("--nlist", type=int, help="--index ivf: inverted lists (default: 4 sqrt(gallery), "
+                                              "at most gallery / 39)")
+    ev.add_argument("--nprobe", type=int, help="--index ivf: lists searched per query (16)")
+    ev.add_argument("--hnsw-m", type=int, help="--index hnsw: graph links per node (32)")
+    ev.add_argument("--ef-search", type=int, help="--index hnsw: candidates per query (128, at least K)")
+    ev.add_argument("--index-file", type=Path,
+                    help="save the built FAISS index there (with a fingerprint PATH.json) and "
+                         "reuse it on later calls; a stale or mismatched index is refused")
+    ev.add_argument("--recall-sample", type=int, metavar="N",
+                    help="also report the index's recall@K against exact search on N seeded "
+                         "queries")
     ev.add_argument("--rerank", action="store_true",
                     help="re-ID: k-reciprocal re-ranking (Zhong et al. 2017) on FAISS neighbour "
                          "lists before the full-ranking metrics")
@@ -90,18 +124,54 @@ def build_parser() -> Parser:
                         help="config override, e.g. --set model.size=small")
     lb = sub.add_parser(
         "leaderboard", help="rebuild results/leaderboard.csv from run records",
-        description="Rebuild the leaderboard CSV and its markdown copy (same name, .md) from the "
-                    "complete run records under --runs. Nothing is written when --runs does not "
-                    "exist or yields no readable complete run, and an existing file there that is "
-                    "not a leaderboard is never replaced; a malformed record is skipped with a "
-                    "warning naming the run and the problem.")
+        description="Rebuild the leaderboard CSV (one row per run) and its markdown copy (same "
+                    "name, .md) from the complete run records under --runs; beside it the "
+                    "per-task leaderboards <name>-reid.{csv,md} and <name>-verification.{csv,md} "
+                    "(one row per dataset, model and recipe: mean, std and number of seeds, "
+                    "robustness scores with 95 % intervals), <name>-comparison.{csv,md} (each "
+                    "model minus --reference) and index.html (all of it, self-contained). "
+                    "Nothing is written when --runs does not exist or yields no readable complete "
+                    "run, and an existing file there that reidbench did not write is never "
+                    "replaced; a malformed or incomplete run is skipped with a warning naming it.")
     lb.add_argument("--runs", type=Path, default=Path("results/runs"),
                     help="run records folder (default: results/runs)")
     lb.add_argument("--out", type=Path, default=Path("results/leaderboard.csv"),
                     help="the CSV to write, a name ending in .csv (default: "
                          "results/leaderboard.csv); the markdown copy goes beside it as .md")
+    lb.add_argument("--robustness", type=Path, metavar="DIR",
+                    help="robustness reports to read the scores from (default: robustness/ "
+                         "beside the --runs folder)")
+    lb.add_argument("--reference", default="ape",
+                    help="model every other one is compared with (default: ape)")
     add_robustness_parsers(sub)
+    _add_plugin_option(parser)
+    propagate_global_options(parser)  # last: every top-level option, after any subcommand too
     return parser
+
+
+PLUGIN_HELP = ("import MODULE first, so that what it registers (a model, loss, dataset, ...) can "
+               "be named; repeatable, before or after the command. Installed packages' "
+               "'reidbench.plugins' entry points are always loaded")
+
+
+def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    """``--plugin MODULE`` on the top level and on every subcommand, each level with its own
+    ``plugins_<i>`` destination so that the modules given before and after a subcommand add up
+    (``plugin_modules`` gathers them)."""
+    from reidbench.cli_options import subparsers
+
+    parser.add_argument("--plugin", dest="plugins_0", action="append", metavar="MODULE",
+                        default=[], help=PLUGIN_HELP)
+    for i, (_, sub) in enumerate(subparsers(parser), start=1):
+        sub.add_argument("--plugin", dest=f"plugins_{i}", action="append", metavar="MODULE",
+                         default=argparse.SUPPRESS, help=PLUGIN_HELP)
+
+
+def plugin_modules(args: argparse.Namespace) -> list[str]:
+    """The ``--plugin`` modules, top level first, then each subcommand level's."""
+    levels = sorted((int(k.rpartition("_")[2]), v) for k, v in vars(args).items()
+                    if k.startswith("plugins_"))
+    return [module for _, modules in levels for module in modules]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -121,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     flags = cli_flags(args.data_root, args.epochs, args.batch_size, args.device, args.seed)
     if args.output is not None:
-        flags["output"] = args.output
+        flags["output"] = str(args.output)
     cfg = resolve_config(args.dataset, args.model, args.config, flags, args.overrides)
     MODELS.get(cfg.model.name)
     dataset_builder(cfg.data.name)
@@ -199,6 +269,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         result = evaluate_features(args.features, metric=args.metric, max_rank=args.max_rank,
                                    index=args.index, topk=args.topk, rerank=args.rerank,
+                                   nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m,
+                                   ef_search=args.ef_search, index_file=args.index_file,
+                                   recall_sample=args.recall_sample,
                                    k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
     sys.stdout.write("".join(line + "\n" for line in result.lines))
     if args.json:
@@ -209,11 +282,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from reidbench.reporting.leaderboard import rebuild_leaderboard
+    from reidbench.reporting.leaderboard_tables import leaderboard_command, publish
 
-    rows, skipped = rebuild_leaderboard(args.runs, args.out)
-    log.info("wrote %s and %s: %d runs (%d skipped)", args.out, args.out.with_suffix(".md"),
-             len(rows), len(skipped))
+    result = publish(args.runs, args.out, args.robustness, reference=args.reference,
+                     command=leaderboard_command(args.runs, args.out, args.robustness, args.reference))
+    rows, skipped = result.rows, result.skipped
+    log.info("wrote %s, %s and %s: %d runs (%d skipped)", args.out, args.out.with_suffix(".md"),
+             ", ".join(str(p) for p in result.paths), len(rows), len(skipped))
     if skipped:
         log.warning("%d malformed run record(s) skipped (named above)", len(skipped))
     return 0
@@ -221,8 +296,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    level = log_level(args)
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    set_third_party_levels(level)  # faiss's loader lines and the like only with -v
+    log_deprecations(args, log)
     load_builtins()  # every built-in model, loss, perturbation and dataset
     with showing(not args.quiet and sys.stderr.isatty()):  # progress bars on a terminal
         return _dispatch(args, argv)
@@ -231,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Run the command; a ReidbenchError or an OSError becomes one line on stderr, exit 2."""
     try:
+        load_plugins(plugin_modules(args))  # --plugin modules and installed entry points
         if args.command == "run":
             return cmd_run(args)
         if args.command == "data":

@@ -22,15 +22,16 @@ def add_data_parser(sub: Any) -> None:
     data = sub.add_parser("data", help="generate, preview, list and check datasets")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=type(data))
     synth = dsub.add_parser("synth", help="generate an embedded synthetic dataset")
-    synth.add_argument("name", choices=SYNTHETIC)
+    synth.add_argument("name", choices=SYNTHETIC, help="which synthetic set")
     synth.add_argument("--root", required=True, type=Path, help="output folder")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, metavar="S",
+                       help="seed of the generator (default 0): same seed, same files")
     synth.add_argument("--ids", type=int, help="number of identities (default: generator's)")
     synth.add_argument(
         "--train-ids", type=int, help="synthetic-faces: training identities (default: generator's)"
     )
     prev = dsub.add_parser("preview", help="draw a grid of samples with their keypoints")
-    prev.add_argument("name")
+    prev.add_argument("name", help="registered dataset name, or folder:<path>")
     prev.add_argument("--data-root", help=DATA_ROOT_HELP)
     prev.add_argument("--out", required=True, type=Path, help="PNG to write")
     prev.add_argument(
@@ -41,7 +42,9 @@ def add_data_parser(sub: Any) -> None:
         "and query/gallery show the verification images",
     )
     prev.add_argument("--num", type=int, default=32, help="number of samples")
-    prev.add_argument("--seed", type=int, default=0)
+    prev.add_argument("--keypoints", help="keypoint sidecar CSV replacing the dataset's own")
+    prev.add_argument("--seed", type=int, default=0, metavar="S",
+                      help="seed of the drawn samples (default 0)")
     dsub.add_parser("list", help="list datasets and their expected trees")
     check = dsub.add_parser(
         "check", help="validate a dataset tree; counts per split against the published ones"
@@ -59,6 +62,25 @@ def add_data_parser(sub: Any) -> None:
     check.add_argument(
         "--json", action="store_true", help='print {"splits": {...}, ...} as JSON instead of a table'
     )
+    kp = dsub.add_parser(
+        "keypoints",
+        help="detect keypoints on every image and write the dataset's keypoint sidecar "
+        "(needs: pip install 'reidbench[keypoints]')",
+    )
+    kp.add_argument("name", help="registered dataset name, or folder:<path>")
+    kp.add_argument("--data-root", help=DATA_ROOT_HELP)
+    kp.add_argument(
+        "--detector",
+        help="blazepose (body, COCO-17) or facemesh (5 ArcFace landmarks); default: facemesh "
+        "for face sets, else blazepose",
+    )
+    kp.add_argument(
+        "--out",
+        type=Path,
+        help="sidecar to write or continue (default: where the dataset reads it, "
+        "<dataset folder>/keypoints.csv, landmarks.csv for lfw); elsewhere, pass it to runs "
+        "with --set data.keypoints=FILE",
+    )
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -68,6 +90,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         return _synth(args)
     if args.data_command == "check":
         return _check(args)
+    if args.data_command == "keypoints":
+        from reidbench.cli_keypoints import extract_dataset_keypoints
+
+        return extract_dataset_keypoints(args)
     return _preview(args)
 
 
@@ -125,7 +151,7 @@ def _preview(args: argparse.Namespace) -> int:
     from reidbench.reporting.preview import preview_dataset
 
     # an unknown name is the registry's one-line error, raised by build_dataset
-    data = build_dataset(DataConfig(name=args.name, root=args.data_root))
+    data = build_dataset(DataConfig(name=args.name, root=args.data_root, keypoints=args.keypoints))
     records = preview_dataset(data, args.split, args.out, args.num, args.seed)
     log.info("wrote %s (%d samples of %s)", args.out, len(records), args.name)
     return 0

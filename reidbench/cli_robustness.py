@@ -8,6 +8,15 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from reidbench.cli_options import (
+    CONFIG_HELP,
+    DeprecatedAlias,
+    add_data_root,
+    add_device,
+    add_output,
+    add_training_options,
+)
+
 log = logging.getLogger("reidbench")
 
 PERTURB_HELP = ("comma-separated perturbations (default: all = scale,rotate,translate,affine,kpnoise; "
@@ -36,10 +45,10 @@ def add_robustness_parsers(sub: Any) -> None:
                     "--dataset and the model), or, with neither, the newest complete run of "
                     "each --model on --dataset under --runs that was trained without "
                     "data.aug_affine and still has its checkpoint.pt. Writes "
-                    "<out>/<id>.csv, .md, .png, -examples.png, -per-sample.npz and .json. "
+                    "<output>/<id>.csv, .md, .png, -examples.png, -per-sample.npz and .json. "
                     "An existing report of that id (e.g. a committed one under "
                     "results/robustness) is never replaced: the command stops before "
-                    "evaluating anything unless --overwrite is given; pick a new --id or --out "
+                    "evaluating anything unless --overwrite is given; pick a new --id or --output "
                     "for your own sweep. (`reidbench bench` differs: it trains its own runs and "
                     "regenerates its own report in <output>/robustness.)")
     p.add_argument("--model", help="model name(s), comma-separated, e.g. ape,kprpe")
@@ -48,29 +57,38 @@ def add_robustness_parsers(sub: Any) -> None:
     p.add_argument("--checkpoint", help="checkpoint file(s), comma-separated, one per --model")
     p.add_argument("--runs", type=Path, default=Path("results/runs"),
                    help="run records folder (default: results/runs)")
-    _sweep_options(p, "--seed")
-    p.add_argument("--data-root", help="data root replacing the runs' own")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=int, help="feature-extraction batch (default: eval.batch_size)")
-    p.add_argument("--config", type=Path, help="YAML for --checkpoint files without a config.yaml")
+    _sweep_options(p, "--perturb-seed")
+    p.add_argument("--seed", dest="perturb_seed", type=int, metavar="S", action=DeprecatedAlias,
+                   replacement="--perturb-seed S")
+    add_data_root(p, " replacing the runs' own")
+    add_device(p, " (default: auto)", default="auto")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="feature-extraction batch size in images (default: eval.batch_size)")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help=CONFIG_HELP + " for --checkpoint files without a config.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for --checkpoint files without a config.yaml")
-    p.add_argument("--out", type=Path, default=Path("results/robustness"),
-                   help="report folder (default: results/robustness)")
+    add_output(p, "results/robustness", "the report files <id>.*", old="--out")
     p.add_argument("--id", help="report name, a plain file name stem (default: <dataset>-<side>, "
                                 "the name of the committed reports)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing report of this --id in --out (default: refuse)")
+                   help="replace an existing report of this --id in --output (default: refuse)")
     p.add_argument("--report", type=Path, metavar="CSV",
                    help="only re-render the markdown and plot of an existing robustness CSV")
+    p.add_argument("--kp-sensitivity", action="store_true",
+                   help="instead of the sweep: how much each model's embedding (mean 1 - cos) and "
+                        "metric move under keypoint noise alone (kpnoise at --severities); writes "
+                        "<id>.json and .md (default id <dataset>-kp-sensitivity)")
 
     b = sub.add_parser(
         "bench", help="the whole benchmark: train each model with the same recipe, sweep "
                       "robustness, rebuild the leaderboard and the robustness report",
-        description="For each dataset: `reidbench run` for every model (records in "
-                    "<output>/runs), then `reidbench robustness` on those runs "
+        description="For each dataset: `reidbench run` for every model and seed (records in "
+                    "<output>/runs; a model and seed already recorded there with the same recipe "
+                    "is not trained again), then `reidbench robustness` on those runs "
                     "(<output>/robustness/<dataset>-<side>.*), then `reidbench leaderboard` "
-                    "(<output>/leaderboard.csv, from every run in <output>/runs). The report is "
+                    "(<output>/leaderboard*.csv and .md, <output>/index.html, from every run in "
+                    "<output>/runs). The report is "
                     "regenerated from the runs just trained and replaces <dataset>-<side>.* in "
                     "<output>/robustness: that is how the committed reports were made; use "
                     "another --output to keep them.")
@@ -78,17 +96,17 @@ def add_robustness_parsers(sub: Any) -> None:
                    help="dataset name(s), comma-separated (default: synthetic-reid)")
     b.add_argument("--models", default="ape,rpe,irpe,kprpe",
                    help="models, comma-separated (default: ape,rpe,irpe,kprpe)")
-    b.add_argument("--data-root", help="data root (default: $REIDBENCH_DATA, else ./datasets)")
-    b.add_argument("--epochs", type=int)
-    b.add_argument("--batch-size", type=int)
-    b.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    b.add_argument("--seed", type=int, help="training seed")
-    b.add_argument("--config", type=Path, help="YAML file merged over the presets")
+    add_training_options(b)
     b.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key of every run (repeatable)")
-    b.add_argument("--output", type=Path, default=Path("results"),
-                   help="results folder receiving runs/, leaderboard.csv and robustness/ "
-                        "(default: results)")
+    add_output(b, "results", "runs/, leaderboard.csv and robustness/")
+    b.add_argument("--seeds", metavar="S,S,...",
+                   help="training seeds, comma-separated, e.g. 0,1,2: every model is trained once "
+                        "per seed with the same recipe (instead of --seed); a model and seed "
+                        "already recorded in <output>/runs with this recipe is not trained again, "
+                        "so the command resumes where a stopped bench left off")
+    b.add_argument("--reference", default="ape",
+                   help="model every other one is compared with in the leaderboard (default: ape)")
     _sweep_options(b, "--perturb-seed")
 
 
@@ -125,7 +143,11 @@ def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
         _names(args.model), args.dataset, runs=_names(args.run), checkpoints=_names(args.checkpoint),
         runs_dir=args.runs, config_file=args.config, overrides=args.overrides,
     )
-    result = sweep_models(sources, spec, args.out, report_id=args.id, data_root=args.data_root,
+    if args.kp_sensitivity:
+        from reidbench.cli_sensitivity import cmd_kp_sensitivity
+
+        return cmd_kp_sensitivity(args, sources, spec.severities, _command(argv))
+    result = sweep_models(sources, spec, args.output, report_id=args.id, data_root=args.data_root,
                           device=args.device, batch_size=args.batch_size, command=_command(argv),
                           overwrite=args.overwrite)
     _log_scores(result.rows)
@@ -153,9 +175,17 @@ def cmd_bench(args: argparse.Namespace, argv: list[str]) -> int:
         from reidbench.errors import ConfigError
 
         raise ConfigError("--models and --dataset need at least one name each")
+    from reidbench.engine.bench import parse_seeds
+
+    if args.seeds is not None and args.seed is not None:
+        from reidbench.errors import ConfigError
+
+        raise ConfigError("give --seed S (one seed) or --seeds S,S,... (several), not both")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     for dataset in datasets:
         result = run_bench(dataset, models, spec, args.output, config_file=args.config, flags=flags,
-                           overrides=args.overrides, command=_command(argv))
+                           overrides=args.overrides, command=_command(argv), seeds=seeds,
+                           reference=args.reference)
         _log_scores(result.robustness.rows)
         log.info("%s: runs %s; report %s; leaderboard %s (%.1f min)", dataset,
                  ", ".join(d.name for d in result.run_dirs), result.robustness.paths["markdown"],

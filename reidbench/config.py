@@ -40,6 +40,9 @@ class DataConfig:
     aug_affine: int = 0  # random similarity on image + keypoints: the robustness "affine" range at
     #   this severity (0-5, reidbench/data/perturb.py); 0 = off (the default recipe)
     aug_affine_prob: float = 1.0  # probability of that similarity per training image
+    augment: str = "none"  # training recipe (reidbench/data/augment.py): none | cvlface (the KP-RPE
+    #   authors' scale/rotation/shift/flip with keypoints moved, cutout, blur, photometric); a
+    #   recipe replaces flip_prob, pad and aug_affine with its own geometry
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # normalisation mean (RGB)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)  # normalisation std (RGB)
     num_workers: int = 0  # DataLoader workers; 0 decodes in the main process
@@ -64,6 +67,14 @@ class RelPosConfig:
 
 
 @dataclass(frozen=True)
+class RopeConfig:
+    """2D rotary position embedding (model ``rope``, reidbench/layers/rope.py)."""
+
+    mode: str = "axial"  # axial (fixed x and y frequencies) | mixed (learned per head and block)
+    theta: float | None = None  # frequency base; None = the reference's (100 axial, 10 mixed)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = "ape"  # registered model name (`reidbench models`)
     size: str = "nano"  # nano | tiny | small | base (width/depth/heads presets)
@@ -74,7 +85,14 @@ class ModelConfig:
     mlp_ratio: float = 4.0  # MLP hidden width / embed_dim
     drop_path: float = 0.0  # stochastic depth rate at the last block
     ape: str = "learned"  # absolute embedding: learned | sincos | none (kept by every ViT variant)
+    pretrained: str | None = None  # timm/DeiT/ViT checkpoint (.pth .pt .bin .safetensors) loaded
+    #   into the ViT before training (reidbench/models/pretrained.py); None = random init
+    pretrained_grid: tuple[int, ...] = ()  # (rows, cols) of the checkpoint's position grid when
+    #   it is neither square nor the model's; () = infer
     rel: RelPosConfig = field(default_factory=RelPosConfig)  # relative encodings' settings
+    rope: RopeConfig = field(default_factory=RopeConfig)  # rotary encoding's settings
+    head: str = "cls"  # ViT embedding: cls (the CLS token's output) | flatten (no CLS token; all
+    #   patch tokens flattened into Linear-BN-Linear, as the KP-RPE authors' face ViT)
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,8 @@ class TrainConfig:
     seed: int = 0  # seeds model init, sampler and augmentation
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of the forward pass (losses in fp32);
+    #   fp16 adds a gradient scaler
 
 
 @dataclass(frozen=True)
@@ -161,6 +181,18 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return plain(dataclasses.asdict(cfg))
+
+
+def flat_settings(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as dotted setting -> value (``{"train": {"lr": 1}}`` ->
+    ``{"train.lr": 1}``)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -35,11 +35,17 @@ SAMPLERS = ("pk", "pk_camera")  # reidbench/data/sampler.py
 IRPE_METHODS = ("euclidean", "quant", "cross", "product")  # reidbench/layers/irpe.py
 IRPE_MAPPINGS = ("piecewise", "clip")  # reidbench/layers/rel_index.py MAPPINGS
 IRPE_MODES = ("bias", "contextual")
+ROPE_MODES = ("axial", "mixed")  # reidbench/layers/rope.py
+# ViT variants that replace the absolute table, so model.ape must be none (reidbench/models/vit.py)
+NO_ABSOLUTE_MODELS = ("rope", "cpe", "nope")
 MAX_SEVERITY = 5  # reidbench/data/perturb.py: data.aug_affine is a robustness severity
 # registered models built from torchreid CNNs: the ViT fields (patch, width, heads, ape) do not
 # apply to them (reidbench/models/cnn.py)
 CNN_MODELS = frozenset({"osnet", "resnet50"})
 POSITIONAL_LOSSES = ("rp_triplet", "jsd")  # losses that read the ViT's patch relations
+PRECISIONS = ("fp32", "bf16", "fp16")  # reidbench/engine/trainer.py AUTOCAST
+AUGMENT_RECIPES = ("none", "cvlface")  # reidbench/data/augment.py RECIPES
+VIT_HEADS = ("cls", "flatten")  # reidbench/models/vit.py VisionTransformer(head=...)
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 FOLDER_PREFIX = "folder:"  # reidbench/datasets/catalog.py
 
@@ -136,6 +142,7 @@ FIELD_RULES: dict[str, Rule] = {
     "data.aug_affine": integer(0, MAX_SEVERITY, f"an integer in 0..{MAX_SEVERITY} (a robustness "
                                                 "severity; 0 = off)"),
     "data.aug_affine_prob": PROBABILITY,
+    "data.augment": choice(*AUGMENT_RECIPES),
     "data.mean": each(number(), "3 finite numbers", 3),
     "data.std": each(number(0.0, low_open=True), "3 finite numbers > 0", 3),
     "data.num_workers": integer(0),
@@ -152,6 +159,9 @@ FIELD_RULES: dict[str, Rule] = {
     "model.mlp_ratio": number(0.0, low_open=True),
     "model.drop_path": number(0.0, 1.0, high_open=True),
     "model.ape": choice("learned", "sincos", "none"),
+    "model.pretrained": optional(PATH),
+    "model.pretrained_grid": Rule("() or 2 integers >= 1 (rows, cols)", lambda v: isinstance(v, tuple)
+                                  and len(v) in (0, 2) and all(_is_int(x) and x >= 1 for x in v)),
     "model.rel.ratio": number(0.0, low_open=True),
     "model.rel.method": choice(*IRPE_METHODS),
     "model.rel.mapping": choice(*IRPE_MAPPINGS),
@@ -160,6 +170,9 @@ FIELD_RULES: dict[str, Rule] = {
     "model.rel.shared_head": BOOL,
     "model.rel.max_distance": integer(0),
     "model.rel.on_values": BOOL,
+    "model.rope.mode": choice(*ROPE_MODES),
+    "model.rope.theta": optional(number(0.0, low_open=True)),
+    "model.head": choice(*VIT_HEADS),
     "loss.terms": Rule("one or more loss names, none repeated", _loss_terms),
     "loss.weights": each(number(0.0), "finite numbers >= 0"),
     "loss.label_smoothing": number(0.0, 1.0, high_open=True),
@@ -190,6 +203,7 @@ FIELD_RULES: dict[str, Rule] = {
                          lambda v: isinstance(v, str) and DEVICE.fullmatch(v) is not None,
                          "unknown device {value!r} ({key}); expected {allowed}"),
     "train.threads": optional(integer(1)),
+    "train.precision": choice(*PRECISIONS),
     "eval.metric": choice("cosine", "euclidean"),
     "eval.max_rank": integer(1),
     "eval.batch_size": integer(1),
@@ -285,6 +299,19 @@ def _irpe(cfg: RunConfig) -> list[str]:
     return []
 
 
+def _no_absolute(cfg: RunConfig) -> list[str]:
+    name, problems = cfg.model.name, []
+    if name in NO_ABSOLUTE_MODELS and cfg.model.ape != "none":
+        problems.append(f"model.ape={cfg.model.ape} does not apply to {name}, which has no absolute "
+                        f"position table; leave model.ape at none (the {name} preset) or use "
+                        "model.name=ape")
+    dim, _, heads = _width_depth_heads(cfg)
+    if name == "rope" and dim % heads == 0 and (dim // heads) % 4:
+        problems.append(f"model.name=rope needs a head width (embed_dim / num_heads) divisible by "
+                        f"4, got {dim} / {heads} = {dim // heads}")
+    return problems
+
+
 def _positional(cfg: RunConfig) -> list[str]:
     if not _is_vit(cfg) or not set(cfg.loss.terms) & set(POSITIONAL_LOSSES):
         return []
@@ -298,6 +325,25 @@ def _positional(cfg: RunConfig) -> list[str]:
         problems.append(f"loss.rp_layers={cfg.loss.rp_layers} must lie in [-{depth}, {depth}) for "
                         f"model.depth={depth}")
     return problems
+
+
+def _augment(cfg: RunConfig) -> list[str]:
+    if cfg.data.augment != "none" and cfg.data.aug_affine:
+        return [f"data.augment={cfg.data.augment} has its own geometry; it cannot be combined with "
+                f"data.aug_affine={cfg.data.aug_affine} (set data.aug_affine=0)"]
+    return []
+
+
+def _head(cfg: RunConfig) -> list[str]:
+    if cfg.model.head == "cls":
+        return []
+    if not _is_vit(cfg) or cfg.model.name == "poster":
+        return [f"model.head={cfg.model.head} applies to the ViT variants only, not "
+                f"{cfg.model.name}; use model.head=cls"]
+    if set(cfg.loss.terms) & set(POSITIONAL_LOSSES):
+        return [f"loss.terms {', '.join(POSITIONAL_LOSSES)} rank patches by their similarity to "
+                f"the CLS token, which model.head={cfg.model.head} does not have; use model.head=cls"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -320,8 +366,14 @@ WHOLE_RULES: tuple[WholeRule, ...] = (
               "ViTs: the width (embed_dim, else the size's) divisible by the heads; sincos needs it "
               "divisible by 4; poster needs an absolute embedding", _heads),
     WholeRule(("model.rel.mode", "model.rel.on"), "bias mode on q and k only", _irpe),
+    WholeRule(("model.name", "model.ape"), f"{', '.join(NO_ABSOLUTE_MODELS)}: model.ape none (they "
+              "replace the absolute table); rope: head width divisible by 4", _no_absolute),
     WholeRule(("loss.rp_topn", "loss.rp_layers"), "with rp_triplet or jsd on a ViT: rp_topn at most "
               "the patches of the grid, rp_layers in [-depth, depth)", _positional),
+    WholeRule(("data.augment", "data.aug_affine"), "a recipe other than none needs data.aug_affine=0",
+              _augment),
+    WholeRule(("model.head", "model.name", "loss.terms"), "flatten: ViT variants only (not poster or "
+              "the CNNs), without rp_triplet or jsd", _head),
 )
 
 

@@ -8,6 +8,9 @@ stops it (an error, a full disk, Ctrl-C) removes the temporary file and leaves t
 version of the target untouched. An ``OSError`` of the operating system (no space left,
 permission denied, a directory in the way) becomes one ``RecordWriteError`` line naming the
 file and the error, even where the writer (``torch.save``) wraps it in an error of its own.
+The file gets the mode a plain ``open(path, "w")`` would give it: the target's own mode when it
+exists, else ``0o666`` less the umask (``tempfile.mkstemp`` alone would give ``0o600``, records
+only their owner could read).
 
 Reading: ``load_torch_file`` is the only ``torch.load`` in the package, always with
 ``weights_only=True`` (tensors and plain values; a pickled object that would run code is refused
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,6 +79,7 @@ def _atomic(path: Path, write: Callable[[Any], Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.chmod(tmp, _file_mode(path))
         with os.fdopen(fd, "wb") as fh:
             sink = _Recording(fh)
             write(sink)
@@ -91,6 +97,35 @@ def _atomic(path: Path, write: Callable[[Any], Any]) -> None:
         if cause is None:
             raise
         raise _write_error(path, cause) from exc
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux >= 4.7:
+    ``/proc/self/status``); elsewhere set and restored at once (under a lock for our own
+    threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _file_mode(path: Path) -> int:
+    """The permission bits of a file written at ``path``: those of the file already there, else
+    ``0o666`` less the umask, as ``open`` would create it."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 def _fsync_dir(folder: Path) -> None:

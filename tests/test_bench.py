@@ -129,8 +129,8 @@ def test_bench_on_faces_reports_verification(tmp_path: Path, capsys: pytest.Capt
 
 def test_bench_rejects_unknown_names_before_training(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["-q", "bench", "--models", "ape,nope", "--output", str(tmp_path)])
-    assert code == 2 and "unknown model 'nope'" in capsys.readouterr().err
+    code = cli.main(["-q", "bench", "--models", "ape,no-such-model", "--output", str(tmp_path)])
+    assert code == 2 and "unknown model 'no-such-model'" in capsys.readouterr().err
     code = cli.main(["-q", "bench", "--models", "ape", "--perturb", "blur", "--output", str(tmp_path)])
     assert code == 2 and "unknown perturbation 'blur'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()

@@ -47,6 +47,22 @@ def test_leaderboard_is_the_rebuild_of_the_committed_runs(runs: Path, board: Pat
     assert cli.main(["-q", "leaderboard", "--runs", str(runs), "--out", str(out)]) == 0
     assert out.read_text() == board.read_text()
     assert out.with_suffix(".md").read_text() == board.with_suffix(".md").read_text()
+    # the per-task leaderboards, the comparison and index.html (issue 17): the same files, the
+    # same text but for the command line quoted in them and the PNG bytes (matplotlib's)
+    made = sorted(p.name for p in tmp_path.iterdir() if p.name != "robustness")
+    committed = sorted(p.name for p in board.parent.iterdir() if p.is_file() and
+                       (p.name.startswith("leaderboard") or p.name == "index.html"))
+    assert made == committed
+    for name in made:
+        if name not in ("leaderboard.csv", "leaderboard.md"):
+            assert comparable(tmp_path / name) == comparable(board.parent / name), name
+
+
+def comparable(path: Path) -> str:
+    """A leaderboard file without the command line it quotes and the bytes of its images."""
+    text = re.sub(r"^Regenerate: `.*`$", "Regenerate: <command>", path.read_text(), flags=re.M)
+    text = re.sub(r'src="data:image/png;base64,[^"]*"', 'src="<png>"', text)
+    return re.sub(r"<pre>reidbench [^<]*leaderboard[^<]*</pre>", "<pre><command></pre>", text)
 
 
 @pytest.mark.parametrize("csv_path", REPORTS, ids=lambda p: p.relative_to(RESULTS).as_posix())

@@ -71,7 +71,7 @@ load_builtins()  # every built-in model, loss, perturbation and dataset, as the 
     (["data.root="], "data.root must be a non-empty path or null, got ''"),
     (["data.name=nope"], "unknown dataset 'nope'; expected one of: dukemtmc, folder"),
     (["data.name='folder:'"], "data.name must be a registered dataset name or folder:PATH"),
-    (["model.name=nope"], "unknown model 'nope'; expected one of: ape, irpe, kprpe"),
+    (["model.name=no-such-model"], "unknown model 'no-such-model'; expected one of: ape"),
     (["eval.metric=foo"], "eval.metric must be one of cosine, euclidean, got 'foo'"),
     (["eval.max_rank=0"], "eval.max_rank must be an integer >= 1, got 0"),
     (["eval.batch_size=0"], "eval.batch_size must be an integer >= 1, got 0"),
@@ -158,7 +158,8 @@ def test_every_field_has_a_rule() -> None:
             tp = cls.__annotations__[f.name]
             sub = {"DataConfig": config.DataConfig, "ModelConfig": config.ModelConfig,
                    "LossConfig": config.LossConfig, "TrainConfig": config.TrainConfig,
-                   "EvalConfig": config.EvalConfig, "RelPosConfig": config.RelPosConfig}.get(str(tp))
+                   "EvalConfig": config.EvalConfig, "RelPosConfig": config.RelPosConfig,
+                   "RopeConfig": config.RopeConfig}.get(str(tp))
             out += leaves(sub, f"{prefix}{f.name}.") if sub else [prefix + f.name]
         return out
 

@@ -225,8 +225,6 @@ def test_schemas_declare_the_flips_the_sidecar_reader_derives_from_names() -> No
                for i, n in enumerate(names))
 
 
-@pytest.mark.xfail(strict=True, raises=DatasetError,
-                   reason="phase 2: reidbench.datasets.keypoints must read the _c columns")
 def test_market_adapter_reads_a_detector_sidecar(tmp_path: Path) -> None:
     images = _mini_market_images()
     rows: dict[str, Detection | None] = {
@@ -243,3 +241,29 @@ def test_market_adapter_reads_a_detector_sidecar(tmp_path: Path) -> None:
     assert by_rel[images["query"][0]].keypoints is None
     np.testing.assert_allclose(by_rel[images["query"][1]].keypoints, np.full((17, 2), 0.75))
     assert split.keypoint_schema.flip_pairs == COCO17_KEYPOINTS.flip_pairs
+    # the confidences reach the report, keyed like the records; the "nothing found" row has none
+    conf = split.keypoint_report.confidence
+    np.testing.assert_allclose(conf[by_rel[images["query"][1]].path], np.full(17, 0.5))
+    assert by_rel[images["query"][0]].path not in conf
+    assert by_rel[images["query"][0]].path in split.keypoint_report.explicit
+
+
+def test_confidence_columns_are_read_and_checked(tmp_path: Path) -> None:
+    from reidbench.datasets.keypoints import BAD_CONFIDENCE, EXPLICIT
+
+    path = tmp_path / "kp.csv"
+    path.write_text(
+        "path,left_hand_x,left_hand_y,left_hand_c,right_hand_x,right_hand_y,right_hand_c\n"
+        "a.jpg,0.1,0.2,0.9,0.3,0.4,0.05\n"
+        "b.jpg,0.1,0.2,1.5,0.3,0.4,0.5\n"
+        "c.jpg,,,,,,\n"
+    )
+    table = read_keypoints_table(path)
+    assert table.names == TWO.names and table.num_keypoints == 2
+    np.testing.assert_allclose(table.points["a.jpg"], [[0.1, 0.2], [0.3, 0.4]])
+    np.testing.assert_allclose(table.confidence["a.jpg"], [0.9, 0.05])
+    assert table.missing == {"b.jpg": BAD_CONFIDENCE, "c.jpg": EXPLICIT}
+    # an old two-column file reads as before, without confidences
+    path.write_text("path,left_hand_x,left_hand_y,right_hand_x,right_hand_y\na.jpg,0.1,0.2,0.3,0.4\n")
+    old = read_keypoints_table(path)
+    assert old.num_keypoints == 2 and old.confidence == {}

@@ -1,8 +1,8 @@
 """Keypoint sidecars are validated (issue 12, item 9): structural problems are one error naming
 file and line; unusable rows (NaN, inf, far outside the image, partly empty) and rows naming no
 image become "no keypoints" with ONE warning; an explicit empty row is a first-class "this image
-has none"; `data check` reports the coverage; a sample without keypoints never feeds NaN or
-zeros to a model."""
+has none"; `data check` reports the coverage; a sample without keypoints never reaches a model's
+keypoint path as NaN or zeros (it takes the per-sample fallback, test_keypoint_masking)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from conftest import MARKET_FILES, MINI_MARKET, make_market_tree
 
 from reidbench import cli
 from reidbench.config import ModelConfig
-from reidbench.data.loader import ImageDataset, batch_keypoints
+from reidbench.data.loader import ImageDataset
 from reidbench.data.transforms import Transform
 from reidbench.datasets.keypoints import (
     EXPLICIT,
@@ -153,23 +153,6 @@ def test_nan_keypoints_on_gallery_rows_never_reach_the_model(market_tree: Path) 
     assert np.isfinite(feats.feats).all()
     items = [dataset[i] for i in range(len(dataset))]
     assert [bool(it["has_keypoints"]) for it in items] == [r.keypoints is not None for r in split.gallery]
-
-
-def test_batch_keypoints_is_all_or_nothing_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    kps = torch.rand(3, 10, 2)
-    full = {"keypoints": kps, "has_keypoints": torch.tensor([True, True, True])}
-    assert torch.equal(batch_keypoints(full, torch.device("cpu")), kps)
-    none = {"keypoints": kps, "has_keypoints": torch.tensor([False, False, False])}
-    assert batch_keypoints(none, torch.device("cpu")) is None
-    import reidbench.data.loader as loader
-
-    loader._warned_mixed = False
-    mixed = {"keypoints": kps, "has_keypoints": torch.tensor([True, False, True])}
-    with caplog.at_level(logging.WARNING):
-        assert batch_keypoints(mixed, torch.device("cpu")) is None
-        assert batch_keypoints(mixed, torch.device("cpu")) is None
-    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warned) == 1 and "2 sample(s) with keypoints and 1 without" in warned[0]
 
 
 def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

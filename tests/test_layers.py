@@ -4,7 +4,8 @@ filled by the modules ``registry.load_builtins`` imports.
 Layer order (each may import only layers before it; imports inside functions and under
 ``TYPE_CHECKING`` count too): the package root, errors, registry < config (config.py,
 config_rules.py) < metrics < layers < models < losses < data < datasets < synthetic < keypoints
-< retrieval < evaluation < reporting < engine < cli (cli*.py, __main__.py).
+< retrieval < evaluation < reporting < engine < testing (the public contract checks) < cli
+(cli*.py, __main__.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from reidbench.registry import BUILTIN_MODULES
 PACKAGE = REPO / "reidbench"
 LAYERS = ["reidbench", "errors", "fileio", "registry", "config", "metrics", "layers", "models", "losses",
           "data", "datasets", "synthetic", "keypoints", "retrieval", "evaluation", "reporting",
-          "engine", "cli"]
+          "engine", "testing", "cli"]
 REGISTRIES = {"MODELS", "DATASETS", "LOSSES", "PERTURBATIONS"}
 REGISTERING_CALLS = {"register_dataset", "register_market_layout"}
 

@@ -7,39 +7,35 @@ import math
 import pytest
 import torch
 
+from reidbench import testing as contract
 from reidbench.config import ModelConfig
 from reidbench.models import build_model
 from reidbench.registry import MODELS, load_builtins
 
 load_builtins()  # every built-in model, loss, perturbation and dataset, as the CLI registers them
 
-TINY = dict(size="nano", depth=2, embed_dim=32, num_heads=2, patch_size=8)
-GRIDS = {"non-square 16x8": (128, 64), "square 14x14": (112, 112)}
+TINY = contract.TINY
+GRIDS = contract.GRIDS
+
+
+# the contract checks are public (reidbench/testing.py), so a plugin's tests run the same ones
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 @pytest.mark.parametrize("grid", list(GRIDS))
 @pytest.mark.parametrize("with_keypoints", [False, True])
 def test_forward_backward(name: str, grid: str, with_keypoints: bool) -> None:
-    g = torch.Generator().manual_seed(0)
-    model = build_model(ModelConfig(name=name, **TINY), GRIDS[grid], num_keypoints=5)
-    images = torch.randn(3, 3, *GRIDS[grid], generator=g)
-    kps = torch.rand(3, 5, 2, generator=g) if with_keypoints else None
-    out = model(images, kps)
-    assert out.shape == (3, model.dim) and torch.isfinite(out).all()
-    out.square().sum().backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    contract.check_forward_backward(name, GRIDS[grid], with_keypoints)
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_state_dict_round_trip(name: str) -> None:
-    cfg = ModelConfig(name=name, **TINY)
-    a, b = build_model(cfg, (128, 64), 5), build_model(cfg, (128, 64), 5)
-    b.load_state_dict(a.state_dict())
-    a.eval()
-    b.eval()
-    x = torch.randn(2, 3, 128, 64, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+    contract.check_state_dict_round_trip(name)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_batch_independence(name: str) -> None:
+    contract.check_batch_independence(name)
 
 
 def test_grid_is_height_by_width() -> None:
@@ -113,7 +109,7 @@ def test_recorded_parameter_counts_equal_the_closed_form() -> None:
         assert int(row["params"]) == vit_param_count(128, 4, 4, 8, grid, label, kps), row["run_id"]
 
 
-@pytest.mark.parametrize("name", ["ape", "rpe", "irpe", "kprpe"])
+@pytest.mark.parametrize("name", ["ape", "rpe", "irpe", "kprpe", "rope", "cpe", "nope"])
 def test_hand_set_model_outputs_its_normalised_cls_token(name: str) -> None:
     """Every weight and bias zero, norms with unit scale, BN neck at its initial statistics: each
     block adds nothing, so the embedding is LN(cls) / sqrt(1 + 1e-5) whatever the image and

@@ -92,7 +92,7 @@ def test_bench_regenerates_its_own_report(tmp_path: Path, monkeypatch: pytest.Mo
         return sweep.RobustnessResult([], {}, {})
 
     monkeypatch.setattr(bench, "sweep_models", sweep_models)
-    monkeypatch.setattr(bench, "rebuild_leaderboard", lambda runs, out: ([], []))
+    monkeypatch.setattr(bench, "publish", lambda *a, **k: bench.Published([], []))
     spec = bench.SweepSpec(("rotate",), (0, 1), "query", 0)
     bench.run_bench("synthetic-reid", ["ape", "kprpe"], spec, tmp_path)
     assert seen["overwrite"] is True and seen["sources"] == ["ape", "kprpe"]

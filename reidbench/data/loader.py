@@ -16,7 +16,6 @@ from reidbench.data.transforms import Transform
 from reidbench.errors import DatasetError
 
 log = logging.getLogger(__name__)
-_warned_mixed = False  # batch_keypoints warns once per process about mixed batches
 
 
 def load_rgb(path: str) -> np.ndarray:
@@ -56,7 +55,8 @@ class ImageDataset(Dataset):
     ``has_keypoints`` and ``index``.
 
     Items are addressed by an int, or by ``(index, seed)`` pairs from ``PKSampler``, which seed
-    that sample's augmentation. Records without keypoints get zeros and ``has_keypoints=False``.
+    that sample's augmentation. Records without keypoints get an all-NaN row and
+    ``has_keypoints=False`` (``batch_keypoints`` hands models one per-sample tensor).
     """
 
     def __init__(
@@ -94,10 +94,11 @@ class ImageDataset(Dataset):
 def sample_dict(
     record: ImageRecord, index: int, image: torch.Tensor, kps: np.ndarray | None, num_keypoints: int,
 ) -> dict[str, Any]:
-    """One loader item; missing keypoints become zeros with ``has_keypoints=False``."""
+    """One loader item; missing keypoints are an explicit all-NaN (K, 2) row with
+    ``has_keypoints=False`` (never zeros, never an invented point)."""
     has = kps is not None
     if kps is None:
-        kps = np.zeros((num_keypoints, 2), dtype=np.float32)
+        kps = np.full((num_keypoints, 2), np.nan, dtype=np.float32)
     return {
         "image": image,
         "pid": record.pid,
@@ -109,38 +110,34 @@ def sample_dict(
 
 
 def batch_keypoints(batch: dict[str, Any], device: torch.device) -> torch.Tensor | None:
-    """The batch's (B, K, 2) keypoints when every sample has them, else None.
+    """The batch's (B, K, 2) keypoints, per sample: None when no sample has any (or K = 0),
+    else the keypoints with an all-NaN row for every sample without them.
 
-    Models take keypoints per batch (``model(images, keypoints=None)``): a batch in which some
-    sample has no keypoints (no sidecar row, an explicit empty row, or a row dropped as
-    invalid, see ``datasets.keypoints``) runs WITHOUT keypoints for every sample of it, i.e.
-    the model's documented no-keypoint fallback (KP-RPE: the static bias). Zeros are never
-    passed off as keypoints. The first such mixed batch logs a warning (once per process).
+    A sample has no keypoints when its sidecar has no row for it, an explicit empty row, or a
+    row dropped as invalid (``datasets.keypoints``). Models that use keypoints take such a row
+    as "this sample has none" and run their documented no-keypoint fallback for that sample
+    alone (KP-RPE: the static bias; POSTER: its learned default keypoints); the other samples
+    of the batch use their keypoints. Zeros are never passed off as keypoints.
     """
-    has = batch["has_keypoints"]
-    if batch["keypoints"].shape[1] == 0 or not bool(has.any()):
+    has = torch.as_tensor(batch["has_keypoints"], dtype=torch.bool)
+    kps = batch["keypoints"]
+    if kps.shape[1] == 0 or not bool(has.any()):
         return None
     if not bool(has.all()):
-        global _warned_mixed
-        if not _warned_mixed:
-            _warned_mixed = True
-            log.warning(
-                "a batch mixes %d sample(s) with keypoints and %d without: the whole batch runs "
-                "without keypoints (the model's no-keypoint fallback); this happens for every "
-                "batch holding a sample without keypoints (see `reidbench data check`)",
-                int(has.sum()),
-                int((~has).sum()),
-            )
-        return None
-    return batch["keypoints"].to(device)
+        kps = kps.masked_fill(~has[:, None, None], float("nan"))
+    return kps.to(device)
 
 
 def make_loader(
     dataset: ImageDataset, batch_size: int, sampler: Any = None, num_workers: int = 0,
-    shuffle: bool = False,
+    shuffle: bool = False, pin_memory: bool = False,
 ) -> DataLoader:
+    """Batches of ``dataset``; ``pin_memory`` (for CUDA) puts them in page-locked memory so that
+    ``.to(device, non_blocking=True)`` overlaps the copy. Workers, when there are any, live
+    across epochs. The order and the augmentation do not depend on the workers: the sampler
+    yields ``(index, seed)`` pairs (``data.sampler``)."""
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle,
         num_workers=num_workers, drop_last=sampler is not None,
-        persistent_workers=num_workers > 0,
+        persistent_workers=num_workers > 0, pin_memory=pin_memory,
     )

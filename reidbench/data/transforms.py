@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from reidbench.data import geometry
+from reidbench.data.augment import AugmentSpec
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class Transform:
             before the flip; None disables it (``perturb.affine_range`` gives the ranges of
             the robustness sweep's "affine" perturbation at a severity).
         affine_prob: probability of that similarity per image.
+        augment: training: a recipe (``data.augment``, ``reidbench.data.augment``) whose own
+            geometry (scale, rotation, shift, flip with ``flip_perm``) replaces flip, pad and
+            affine above, followed by its cutout, blur and photometric steps on the pixels;
+            None (the default) leaves this transform exactly as without it.
     """
 
     height: int
@@ -42,11 +47,15 @@ class Transform:
     flip_perm: tuple[int, ...] | None = None
     affine: tuple[float, float, float] | None = None
     affine_prob: float = 1.0
+    augment: AugmentSpec | None = None
 
     def matrix(self, src_hw: tuple[int, int], rng: np.random.Generator | None) -> tuple[np.ndarray, bool]:
         """The source -> output matrix and whether it flips."""
         m = geometry.resize(src_hw, (self.height, self.width))
         flipped = False
+        if self.train and rng is not None and self.augment is not None:
+            g, flipped = self.augment.geometric(rng, (self.height, self.width))
+            return g @ m, flipped
         if self.train and rng is not None:
             # draw order is fixed (flip, pad, affine) so that recipes without ``affine`` draw
             # exactly what they drew before it existed
@@ -74,6 +83,8 @@ class Transform:
         if extra is not None:
             m = extra @ m
         out = geometry.warp_image(image, m, (self.height, self.width))
+        if self.train and rng is not None and self.augment is not None:
+            out = self.augment.appearance(out, rng)
         kps = None
         if keypoints is not None:
             kps = geometry.transform_keypoints(keypoints, m, src_hw, (self.height, self.width))

@@ -59,6 +59,8 @@ class KeypointReport:
     explicit: frozenset[str] = frozenset()  # image paths whose row has empty coordinates
     unknown: tuple[str, ...] = ()  # sidecar paths naming no image file under the root
     unused: int = 0  # rows naming files the dataset does not read (e.g. Market junk)
+    # image path -> (K,) per-point confidence of its keypoints (sidecars with <name>_c columns)
+    confidence: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from reidbench.config import DataConfig
 from reidbench.datasets.base import Split
 from reidbench.datasets.textio import os_errors
-from reidbench.errors import DatasetError
+from reidbench.errors import DataNotFound, DatasetError
 from reidbench.registry import BUILTIN_MODULES, DATASETS, load_builtins
 
 ENV_VAR = "REIDBENCH_DATA"
@@ -82,8 +82,25 @@ def build_dataset(cfg: DataConfig) -> Split:
     listing or reading the tree (a folder or file without permission, an I/O error) is a
     DatasetError naming the path."""
     builder = dataset_builder(cfg.name)
-    with os_errors(cfg.name):
-        return builder(cfg)
+    try:
+        with os_errors(cfg.name):
+            return builder(cfg)
+    except DataNotFound as exc:
+        if cfg.name.startswith(FOLDER_PREFIX):  # an explicit path: no data root involved
+            raise
+        raise DataNotFound(f"{exc} {data_root_hint(cfg.root)}") from None
+
+
+def data_root_hint(root: str | None) -> str:
+    """How to point reidbench at the data, and which data root was in effect and why."""
+    if root:
+        source = "--data-root (data.root)"
+    elif os.environ.get(ENV_VAR):
+        source = f"${ENV_VAR}"
+    else:
+        source = f"the default; neither --data-root nor ${ENV_VAR} is set"
+    return (f"Point reidbench at the folder holding the dataset with --data-root DIR or "
+            f"${ENV_VAR}=DIR (data root in effect: {data_root(root)}, from {source}).")
 
 
 def dataset_builder(name: str) -> Callable[[DataConfig], Split]:

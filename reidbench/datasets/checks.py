@@ -15,6 +15,8 @@ row, an explicit empty row or a row dropped as invalid; plus the sidecar rows na
 from __future__ import annotations
 
 import logging
+import shlex
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -53,10 +55,20 @@ def all_images(data: Split) -> list[str]:
     return sorted({r.path for records in data.parts().values() for r in records})
 
 
-def _has_keypoints(record: ImageRecord) -> bool:
+def has_keypoints(record: ImageRecord) -> bool:
+    """Whether ``record`` reaches the model with keypoints (a usable row, or meta landmarks)."""
     return record.keypoints is not None or (
         record.align is not None and record.align.landmarks_px is not None
     )
+
+
+def extract_command(dataset: str, data_root: str | Path | None) -> str:
+    """The shell command that writes ``dataset``'s keypoint sidecar (quoted for a POSIX shell;
+    ``reidbench.keypoints`` runs it); a ``folder:`` set names its path and takes no root."""
+    parts = ["reidbench", "data", "keypoints", dataset]
+    if data_root is not None and not dataset.startswith("folder:"):
+        parts += ["--data-root", str(data_root)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def keypoint_coverage(data: Split) -> dict[str, Any]:
@@ -68,9 +80,9 @@ def keypoint_coverage(data: Split) -> dict[str, Any]:
     explicit = report.explicit if report is not None else frozenset()
     splits = {}
     for split, records in data.parts().items():
-        have = sum(_has_keypoints(r) for r in records)
-        bad = sum(r.path in invalid for r in records if not _has_keypoints(r))
-        empty = sum(r.path in explicit for r in records if not _has_keypoints(r))
+        have = sum(has_keypoints(r) for r in records)
+        bad = sum(r.path in invalid for r in records if not has_keypoints(r))
+        empty = sum(r.path in explicit for r in records if not has_keypoints(r))
         splits[split] = {
             "images": len(records),
             "with_keypoints": have,
@@ -132,7 +144,7 @@ def check_report(
         "images_checked": len(paths),
         "image_check": images,
         "unreadable": [{"path": p, "error": e} for p, e in bad],
-        "keypoints": keypoint_coverage(data),
+        "keypoints": {**keypoint_coverage(data), "command": extract_command(name, data.root)},
     }
 
 
@@ -170,7 +182,10 @@ def format_keypoints(cov: dict[str, Any], examples: int = 5) -> list[str]:
     if cov["sidecar"] is None:
         with_any = sum(c["with_keypoints"] for c in cov["splits"].values())
         if not with_any:
-            return ["keypoints: none (no sidecar): every sample runs without keypoints"]
+            line = "keypoints: none (no sidecar): every sample runs without keypoints"
+            if cov.get("command"):
+                line += f"; make them with: {cov['command']}"
+            return [line]
         head = "keypoints: from the dataset's own landmarks (no sidecar)"
     else:
         head = (

@@ -43,7 +43,7 @@ from reidbench.datasets.base import FACE_KEYPOINTS, FaceAlign, ImageRecord, Temp
 from reidbench.datasets.catalog import DatasetInfo, data_root, keypoints_path, register_dataset
 from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
 from reidbench.datasets.textio import check_utf8, read_text
-from reidbench.errors import DatasetError
+from reidbench.errors import DataNotFound, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,14 @@ def find_ijb_root(root: Path, spec: IJBSpec) -> Path:
     root = Path(root).expanduser()
     how = f"Expected tree: {spec.expected_tree()}. reidbench never downloads data; get it from {URL}."
     if not root.exists():
-        raise DatasetError(f"{spec.name}: data root {root} does not exist. {how}")
+        raise DataNotFound(f"{spec.name}: data root {root} does not exist. {how}")
     for candidate in (root, *(root / n for n in spec.folder_names)):
         if (candidate / META_DIR).is_dir() or (candidate / IMAGES_DIR).is_dir():
             for part in (IMAGES_DIR, META_DIR):
                 if not (candidate / part).is_dir():
                     raise DatasetError(f"{spec.name}: {candidate / part} is missing. {how}")
             return candidate
-    raise DatasetError(
+    raise DataNotFound(
         f"{spec.name}: no {IMAGES_DIR}/ and {META_DIR}/ under {root} (looked in "
         f"{', '.join(spec.folder_names)} below it too). {how}"
     )

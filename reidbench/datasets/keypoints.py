@@ -4,6 +4,10 @@ Coordinates are normalised to [0, 1] in the stored image (x by width, y by heigh
 row may be a header (``path,<name>_x,<name>_y,...``); it is recognised by a non-numeric second
 field. Paths use forward slashes and are relative to the dataset root. The file is UTF-8.
 
+Confidences. A header whose columns come in triples ``<name>_x,<name>_y,<name>_c`` (what
+``reidbench data keypoints`` writes) gives a confidence in [0, 1] after each point; its rows have
+3K values, kept in ``KeypointTable.confidence``. Without a header every row is x,y pairs.
+
 Every adapter accepts this one format (``--set data.keypoints=FILE``), so landmarks or body
 keypoints from any detector can be brought in. The keypoint names, and so which pairs a
 horizontal flip swaps, come from the header (``left_*`` <-> ``right_*``); a file without a
@@ -53,6 +57,7 @@ EXAMPLES = 3  # examples named per kind of problem in the warning
 EXPLICIT = "no coordinates"  # all coordinate fields empty: the image has none, on purpose
 NON_FINITE = "NaN or infinite value"
 OUT_OF_RANGE = f"value outside [{TOLERATED_RANGE[0]}, {TOLERATED_RANGE[1]}]"
+BAD_CONFIDENCE = "confidence outside [0, 1]"
 INCOMPLETE = "some coordinates empty"
 
 
@@ -90,6 +95,9 @@ class KeypointTable:
     points: dict[str, np.ndarray]  # relative path -> (K, 2) float32, every value usable
     missing: dict[str, str] = field(default_factory=dict)  # relative path -> reason (EXPLICIT, ...)
     lines: dict[str, int] = field(default_factory=dict)  # relative path -> line number
+    # relative path -> (K,) float32 in [0, 1], for the rows of ``points`` when the header has
+    # <name>_c columns (empty otherwise)
+    confidence: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -108,9 +116,20 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _header_columns(row: list[str]) -> tuple[tuple[str, ...], int]:
+    """The keypoint names of a header row and the values per keypoint: 3 when the columns are
+    ``<name>_x,<name>_y,<name>_c`` triples, else 2 (``<name>_x,<name>_y`` pairs)."""
+    cols = [c.strip() for c in row[1:]]
+    if len(cols) % 3 == 0 and all(
+        cols[i].endswith("_x") and cols[i + 1] == cols[i][:-2] + "_y" and cols[i + 2] == cols[i][:-2] + "_c"
+        for i in range(0, len(cols), 3)
+    ):
+        return tuple(c[:-2] for c in cols[::3]), 3
+    return tuple(c[:-2] if c.lower().endswith(("_x", "_y")) else c for c in cols[::2]), 2
+
+
 def _header_names(row: list[str]) -> tuple[str, ...]:
-    coords = [c.strip() for c in row[1:]]
-    return tuple(c[:-2] if c.lower().endswith(("_x", "_y")) else c for c in coords[::2])
+    return _header_columns(row)[0]
 
 
 def _normalise_path(text: str) -> str:
@@ -136,9 +155,11 @@ def read_keypoints_table(path: Path) -> KeypointTable:
     path = Path(path)
     text = read_text(path, "a keypoint sidecar")
     points: dict[str, np.ndarray] = {}
+    confidence: dict[str, np.ndarray] = {}
     missing: dict[str, str] = {}
     lines: dict[str, int] = {}
     names: tuple[str, ...] | None = None
+    width = 2  # values per keypoint: x, y (3 with a confidence header: x, y, c)
     num_coords: int | None = None  # from the header, else from the first row with coordinates
     source = "earlier rows have"
     for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
@@ -147,12 +168,14 @@ def read_keypoints_table(path: Path) -> KeypointTable:
                 raise DatasetError(f"{path}:{lineno}: coordinates without an image path: {row!r}")
             continue
         if not lines and names is None and len(row) > 1 and not _is_number(row[1]) and row[1].strip():
-            if (len(row) - 1) % 2:
+            names, width = _header_columns(row)
+            if width == 2 and (len(row) - 1) % 2:
                 raise DatasetError(
                     f"{path}:{lineno}: the header has {len(row) - 1} coordinate columns, an odd "
-                    "number; expected 'path,<name>_x,<name>_y,...' (two per keypoint)"
+                    "number; expected 'path,<name>_x,<name>_y,...' (two per keypoint) or "
+                    "'path,<name>_x,<name>_y,<name>_c,...' (three, with a confidence)"
                 )
-            names, num_coords, source = _header_names(row), len(row) - 1, "the header has"
+            num_coords, source = len(row) - 1, "the header has"
             continue
         rel, values = _normalise_path(row[0]), [v.strip() for v in row[1:]]
         if rel in lines:
@@ -164,12 +187,13 @@ def read_keypoints_table(path: Path) -> KeypointTable:
         if not any(filled):
             missing[rel] = EXPLICIT
             continue
-        if len(values) % 2 or (num_coords is not None and len(values) != num_coords):
-            want = f"{num_coords // 2} keypoints ({num_coords} values)" if num_coords else "x,y pairs"
+        if len(values) % width or (num_coords is not None and len(values) != num_coords):
+            want = f"{num_coords // width} keypoints ({num_coords} values)" if num_coords else "x,y pairs"
             have = f"{source} " if num_coords is not None else ""
+            layout = "x1,y1,c1,...,xK,yK,cK" if width == 3 else "x1,y1,...,xK,yK"
             raise DatasetError(
                 f"{path}:{lineno}: {len(values)} coordinate values for {rel}; {have}{want}: "
-                "expected 'path,x1,y1,...,xK,yK' (or the path alone for an image without keypoints)"
+                f"expected 'path,{layout}' (or the path alone for an image without keypoints)"
             )
         try:
             coords = np.array([float(v) if v else np.nan for v in values], dtype=np.float64)
@@ -181,11 +205,16 @@ def read_keypoints_table(path: Path) -> KeypointTable:
             ) from None
         if num_coords is None:
             num_coords = len(values)
-        reason = INCOMPLETE if not all(filled) else _row_reason(coords)
+        coords = coords.reshape(-1, width)
+        reason = INCOMPLETE if not all(filled) else _row_reason(coords[:, :2])
+        if reason is None and width == 3 and not (0 <= coords[:, 2].min() and coords[:, 2].max() <= 1):
+            reason = BAD_CONFIDENCE
         if reason is not None:
             missing[rel] = reason
         else:
-            points[rel] = coords.astype(np.float32).reshape(-1, 2)
+            points[rel] = coords[:, :2].astype(np.float32)
+            if width == 3:
+                confidence[rel] = coords[:, 2].astype(np.float32)
     if not points and any(why != EXPLICIT for why in missing.values()):
         first = min((lines[r], r, why) for r, why in missing.items() if why != EXPLICIT)
         raise DatasetError(
@@ -193,7 +222,7 @@ def read_keypoints_table(path: Path) -> KeypointTable:
             f"{first[1]}: {first[2]}); coordinates must be normalised to [0, 1] of the image "
             f"(accepted: {TOLERATED_RANGE[0]} to {TOLERATED_RANGE[1]}), not pixels"
         )
-    return KeypointTable(path, (num_coords or 0) // 2, names, points, missing, lines)
+    return KeypointTable(path, (num_coords or 0) // width, names, points, missing, lines, confidence)
 
 
 def read_keypoints_csv(path: Path) -> dict[str, np.ndarray]:
@@ -287,6 +316,7 @@ class KeypointMatcher:
         self._invalid: dict[str, str] = {}  # image path -> "line N: reason"
         self._explicit: set[str] = set()
         self._counted: set[str] = set()  # image paths already attributed
+        self._confidence: dict[str, np.ndarray] = {}  # image path -> (K,) of its usable row
 
     def lookup(self, image: str | Path, *keys: str) -> np.ndarray | None:
         """The (K, 2) keypoints of ``image`` (the record's path) under the first of ``keys``
@@ -297,6 +327,8 @@ class KeypointMatcher:
             if key in self.table.lines:
                 self._used.add(key)
                 points = self.table.points.get(key)
+                if points is not None and key in self.table.confidence:
+                    self._confidence[str(image)] = self.table.confidence[key]
                 if points is None and str(image) not in self._counted:
                     why = self.table.missing[key]
                     if why == EXPLICIT:
@@ -347,4 +379,5 @@ class KeypointMatcher:
             explicit=frozenset(self._explicit),
             unknown=unknown,
             unused=len(on_disk),
+            confidence=dict(self._confidence),
         )

@@ -50,7 +50,7 @@ from reidbench.datasets.catalog import DatasetInfo, data_root, keypoints_path, r
 from reidbench.datasets.folder import read_identity_folders
 from reidbench.datasets.keypoints import KeypointMatcher, KeypointTable, read_keypoints_table, table_schema
 from reidbench.datasets.textio import read_text
-from reidbench.errors import DatasetError
+from reidbench.errors import DataNotFound, DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def find_lfw_root(root: Path) -> tuple[Path, Path]:
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DatasetError(
+        raise DataNotFound(
             f"lfw: data root {root} does not exist. Expected tree: {EXPECTED_TREE}. {HOW_TO_GET}"
         )
     for base in (root, root / IMAGES_DIR):
@@ -94,7 +94,7 @@ def find_lfw_root(root: Path) -> tuple[Path, Path]:
             f"lfw: {root / PAIRS_FILE} does not exist (nor {root / IMAGES_DIR / PAIRS_FILE}). "
             f"Expected tree: {EXPECTED_TREE}. {HOW_TO_GET}"
         )
-    raise DatasetError(
+    raise DataNotFound(
         f"lfw: no {IMAGES_DIR}/ folder under {root} (and no {PAIRS_FILE} beside it in "
         f"{root.parent}). Expected tree: {EXPECTED_TREE}. {HOW_TO_GET}"
     )

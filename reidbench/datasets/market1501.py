@@ -29,7 +29,7 @@ from reidbench.datasets.base import (
 )
 from reidbench.datasets.catalog import DatasetInfo, data_root, keypoints_path, register_dataset
 from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
-from reidbench.errors import DatasetError
+from reidbench.errors import DataNotFound, DatasetError
 
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 NAME_PATTERN = re.compile(r"^(-1|\d+)_c(\d+)(?:s\d+)?_.*\.jpg$", re.IGNORECASE)
@@ -82,10 +82,9 @@ def find_layout_root(root: Path, spec: LayoutSpec) -> Path:
     """
     root = Path(root).expanduser()
     if not root.exists():
-        raise DatasetError(
+        raise DataNotFound(
             f"{spec.name}: data root {root} does not exist. Expected tree: "
-            f"{spec.expected_tree()}. reidbench never downloads data; get it from {spec.url} "
-            "and pass its folder with --data-root or REIDBENCH_DATA."
+            f"{spec.expected_tree()}. reidbench never downloads data; get it from {spec.url}."
         )
     candidates = [root]
     for name in spec.folder_names:
@@ -94,7 +93,7 @@ def find_layout_root(root: Path, spec: LayoutSpec) -> Path:
     for candidate in candidates:
         if all((candidate / d).is_dir() for d in SPLIT_DIRS.values()):
             return candidate
-    raise DatasetError(
+    raise DataNotFound(
         f"{spec.name}: no bounding_box_train/, bounding_box_test/ and query/ under {root} "
         f"(looked in {root} and {', '.join(spec.folder_names)} below it). Expected tree: "
         f"{spec.expected_tree()}. reidbench never downloads data; get it from {spec.url}."

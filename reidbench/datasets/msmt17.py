@@ -40,7 +40,7 @@ from reidbench.datasets.catalog import DatasetInfo, data_root, keypoints_path, r
 from reidbench.datasets.keypoints import KeypointMatcher, load_sidecar
 from reidbench.datasets.market1501 import Stats
 from reidbench.datasets.textio import read_text
-from reidbench.errors import DatasetError
+from reidbench.errors import DataNotFound, DatasetError
 
 URL = "https://www.pkuvmc.com/dataset.html (MSMT17, by request to the authors)"
 VERSIONS = {"MSMT17_V1": ("train", "test"), "MSMT17_V2": ("mask_train_v2", "mask_test_v2")}
@@ -67,7 +67,7 @@ def find_msmt17_root(root: Path) -> tuple[Path, tuple[str, str]]:
     """The version folder (holding the list files) and its (train, test) folder names."""
     root = Path(root).expanduser()
     if not root.exists():
-        raise DatasetError(
+        raise DataNotFound(
             f"msmt17: data root {root} does not exist. Expected tree: {EXPECTED_TREE}. "
             f"reidbench never downloads data; get it from {URL}."
         )
@@ -76,7 +76,7 @@ def find_msmt17_root(root: Path) -> tuple[Path, tuple[str, str]]:
             for candidate in (base / version, base):
                 if all((candidate / d).is_dir() for d in dirs):
                     return candidate, dirs
-    raise DatasetError(
+    raise DataNotFound(
         f"msmt17: no MSMT17_V1/ (train/, test/) or MSMT17_V2/ (mask_train_v2/, mask_test_v2/) "
         f"under {root}. Expected tree: {EXPECTED_TREE}. reidbench never downloads data; get it "
         f"from {URL}."

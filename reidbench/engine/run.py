@@ -8,13 +8,25 @@ half-made: when a new run ends before its first checkpoint exists (Ctrl-C, an er
 it wrote and its folder are removed. A resumed run continues the recorded config; only the
 ``RESUMABLE`` settings may change, and each change is recorded with the attempt in
 ``environment.json``.
+
+Starting weights: a run with ``model.pretrained`` writes what was loaded, resampled, missing or
+unexpected to ``pretrained.json`` (the full report of ``models.pretrained``) when it loads them,
+and ``metrics.json`` names them under the record key ``pretrained`` (path, sha256 and the count of
+each kind of tensor), which the leaderboard shows.
+
+Under ``torchrun`` (``engine.distributed``) every rank runs this; rank 0 alone creates and locks
+the run folder and writes every record, the ranks' final weights are compared (a mismatch is an
+error, never a record) and ``metrics.json`` gains ``distributed`` (world size, backend, each
+rank's weights digest). Feature extraction is sharded over the ranks and gathered in order.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,25 +36,31 @@ import torch
 from reidbench.config import (
     RunConfig,
     deep_merge,
+    flat_settings,
     from_dict,
     load_yaml,
     parse_override,
     split_size_suffix,
     to_dict,
 )
+from reidbench.config_rules import CNN_MODELS
 from reidbench.data.loader import ImageDataset
 from reidbench.data.records import ImageRecord
 from reidbench.datasets.base import FaceSplit, ReidSplit, Split
-from reidbench.datasets.catalog import build_dataset
-from reidbench.engine import progress
+from reidbench.datasets.catalog import build_dataset, data_root
+from reidbench.engine import distributed, progress
 from reidbench.engine.checkpoint import CHECKPOINT, load_checkpoint
+from reidbench.engine.distributed import World
 from reidbench.engine.sources import load_model, source_from_run
+from reidbench.engine.tensorboard import write_evaluation
 from reidbench.engine.trainer import NonFiniteTraining, eval_transform, select_device, train
-from reidbench.errors import ReidbenchError
+from reidbench.errors import ConfigError, ReidbenchError
 from reidbench.evaluation.reid import Features, extract_features
 from reidbench.evaluation.tasks import task_for
 from reidbench.fileio import atomic_write_json
+from reidbench.keypoints.dataset_sidecar import keypoint_block, keypoint_warning
 from reidbench.metrics.validate import check_metrics
+from reidbench.models.pretrained import SUFFIXES, PretrainedReport
 from reidbench.reporting.records import (
     CONFIG,
     ENVIRONMENT,
@@ -65,6 +83,7 @@ log = logging.getLogger(__name__)
 RESUMABLE = ("train.epochs", "train.device", "train.threads", "data.num_workers")
 # where runs are written, not how this one ran: never compared, the record keeps its own
 LOCATION = ("output",)
+PRETRAINED = "pretrained.json"  # what model.pretrained loaded (models.pretrained's report)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -145,7 +164,7 @@ def resume_config(run_dir: Path, explicit: dict[str, Any]) -> RunConfig:
 def check_resume(saved: RunConfig, cfg: RunConfig, run_dir: Path) -> dict[str, list[Any]]:
     """The resumable settings ``cfg`` changes from the record ``saved`` (``{"train.epochs":
     [4, 8]}``); any other difference is a ReidbenchError naming every changed key."""
-    before, after = _flat(to_dict(saved)), _flat(to_dict(cfg))
+    before, after = flat_settings(to_dict(saved)), flat_settings(to_dict(cfg))
     changed = {k: [before[k], after[k]] for k in before if before[k] != after[k]}
     fixed = {k: v for k, v in changed.items() if k not in RESUMABLE + LOCATION}
     if fixed:
@@ -156,16 +175,6 @@ def check_resume(saved: RunConfig, cfg: RunConfig, run_dir: Path) -> dict[str, l
             "the other settings from the command, or start a new run"
         )
     return {k: v for k, v in changed.items() if k in RESUMABLE}
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def run_experiment(
@@ -183,41 +192,83 @@ def run_experiment(
         raise ValueError("resume needs the run folder")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = select_device(cfg.train.device)
-    split = build_dataset(cfg.data)
-    if task_for(split).train is None:
-        raise ReidbenchError(
-            f"dataset {cfg.data.name!r} has pairs to verify but no training identities; "
-            "`reidbench run` needs a re-ID split or a face set with a train/ part"
-        )
-    if resume:
-        assert run_dir is not None
+    if not resume:
+        check_pretrained(cfg)
+    with distributed.session(cfg.train.device) as (world, rank_device):
+        device = rank_device or select_device(cfg.train.device)
+        split = _build_split(cfg, world)
+        if task_for(split).train is None:
+            raise ReidbenchError(
+                f"dataset {cfg.data.name!r} has pairs to verify but no training identities; "
+                "`reidbench run` needs a re-ID split or a face set with a train/ part"
+            )
+        if resume:
+            assert run_dir is not None
+            try:
+                with _lock(run_dir, world):
+                    return _execute(cfg, split, run_dir, device, True, start, world)
+            except KeyboardInterrupt:
+                raise RunInterrupted(run_dir, resumable=True, removed=False) from None
+        target = run_dir
+        run_dir = distributed.on_main(
+            lambda: (create_run_dir(Path(cfg.output), new_run_id(cfg)) if target is None
+                     else create_run_dir(target.parent, target.name, exact=True)),
+            world, "create the run folder")
         try:
-            with run_lock(run_dir):
-                return _execute(cfg, split, run_dir, device, True, start)
-        except KeyboardInterrupt:
-            raise RunInterrupted(run_dir, resumable=True, removed=False) from None
-    run_dir = (create_run_dir(Path(cfg.output), new_run_id(cfg)) if run_dir is None
-               else create_run_dir(run_dir.parent, run_dir.name, exact=True))
-    try:
-        with run_lock(run_dir):
-            return _execute(cfg, split, run_dir, device, False, start)
-    except NonFiniteTraining:
-        raise  # history.jsonl records the stop
-    except BaseException as exc:
-        resumable = (run_dir / CHECKPOINT).is_file()
-        removed = not resumable and _remove_unfinished(run_dir)
-        if isinstance(exc, KeyboardInterrupt):
-            raise RunInterrupted(run_dir, resumable, removed) from None
-        raise
+            with _lock(run_dir, world):
+                return _execute(cfg, split, run_dir, device, False, start, world)
+        except NonFiniteTraining:
+            raise  # history.jsonl records the stop
+        except BaseException as exc:
+            resumable = (run_dir / CHECKPOINT).is_file()
+            removed = not resumable and world.main and _remove_unfinished(run_dir)
+            if isinstance(exc, KeyboardInterrupt):
+                raise RunInterrupted(run_dir, resumable, removed) from None
+            raise
+
+
+def check_pretrained(cfg: RunConfig) -> None:
+    """Refuse ``model.pretrained`` before anything is written: a CNN (the weights are a ViT's),
+    an unknown file type or a missing file, one line each."""
+    path = cfg.model.pretrained
+    if path is None:
+        return
+    if cfg.model.name in CNN_MODELS:
+        raise ConfigError(f"model.pretrained loads ViT weights into ape, rpe, irpe, kprpe or poster; "
+                          f"{cfg.model.name} is a CNN (torchreid loads its own weights)")
+    if Path(path).suffix not in SUFFIXES:
+        raise ConfigError(f"model.pretrained={path}: unknown file type {Path(path).suffix!r}; "
+                          f"expected one of {', '.join(SUFFIXES)}")
+    if not Path(path).is_file():
+        raise ReidbenchError(f"model.pretrained={path}: no such file (weights are never "
+                             "downloaded: give the path of a local checkpoint)")
+
+
+def _build_split(cfg: RunConfig, world: World) -> ReidSplit | FaceSplit:
+    """The dataset, read by every rank: rank 0 first, so that a synthetic set is generated once."""
+    if world.main:
+        split = build_dataset(cfg.data)
+        distributed.barrier(world)
+        return split  # type: ignore[return-value]
+    distributed.barrier(world)
+    return build_dataset(cfg.data)  # type: ignore[return-value]
+
+
+def _lock(run_dir: Path, world: World) -> Any:
+    """The run folder's lock, held by the rank that writes (rank 0)."""
+    return run_lock(run_dir) if world.main else nullcontext()
 
 
 def _execute(
     cfg: RunConfig, split: ReidSplit | FaceSplit, run_dir: Path, device: torch.device,
-    resume: bool, start: float,
+    resume: bool, start: float, world: World | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Write the records, train, evaluate (the caller holds the run's lock)."""
+    """Write the records, train, evaluate (the caller holds the run's lock; under torchrun,
+    rank 0 writes and every rank trains and extracts its share of the features)."""
+    world = world or World()
     attempt = environment(device)
+    if world.size > 1:
+        attempt["distributed"] = world.to_dict()
     if resume:
         if (run_dir / METRICS).is_file():
             raise ReidbenchError(f"run {run_dir} is already complete (metrics.json exists)")
@@ -225,36 +276,76 @@ def _execute(
         changed = check_resume(saved, cfg, run_dir)
         cfg = replace(cfg, output=saved.output)
         after = load_checkpoint(run_dir)["epoch"]  # checked before anything is written
-        append_environment(run_dir, {**attempt, "resumed_after_epoch": after, "changed": changed})
-        if changed:
-            write_run_config(cfg, run_dir / CONFIG)
-    else:
+        if world.main:
+            append_environment(run_dir, {**attempt, "resumed_after_epoch": after,
+                                         "changed": changed})
+            if changed:
+                write_run_config(cfg, run_dir / CONFIG)
+    elif world.main:
         write_run_config(cfg, run_dir / CONFIG)
         write_environment(run_dir, attempt)
     log.info("run %s: %s on %s (%d train ids, %d train images) on %s", run_dir.name,
              cfg.model.name, cfg.data.name, split.num_train_pids, len(split.train), device)
+    warning = keypoint_warning(cfg.model.name, cfg.data.name, data_root(cfg.data.root), split,
+                               cfg.data.keypoints)
+    if warning is not None and world.main:
+        log.warning("%s", warning)  # never silent (issue 16): the fallback is not the model
 
-    state = train(cfg, split, run_dir, device, resume=resume)
-    metrics, eval_seconds = evaluate_state(cfg, split, state.model, device)
+    def record_pretrained(report: PretrainedReport) -> None:
+        if world.main:
+            atomic_write_json(run_dir / PRETRAINED, report.to_dict())
+
+    state = train(cfg, split, run_dir, device, resume=resume, world=world,
+                  on_pretrained=record_pretrained)
+    digests = distributed.check_in_sync(state.model, world)
+    metrics, eval_seconds = evaluate_state(cfg, split, state.model, device, world)
     params = sum(p.numel() for p in state.model.parameters())
-    metrics.update({"params": params, "epochs": state.epoch})
+    metrics.update({"params": params, "epochs": state.epoch,
+                    "keypoints": keypoint_block(split, cfg.data.keypoints)})  # source, coverage
+    pretrained = pretrained_block(run_dir)
+    if pretrained is not None:
+        metrics["pretrained"] = pretrained
+    if world.size > 1:
+        metrics["distributed"] = {**world.to_dict(), "weights_sha256_by_rank": digests}
     timings = {
         "train_seconds": round(state.train_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
         "wall_seconds_this_invocation": round(time.perf_counter() - start, 3),
         "train_images_per_second": round(
-            state.step * cfg.train.batch_size / max(state.train_seconds, 1e-9), 2),
+            state.step * cfg.train.batch_size * world.size / max(state.train_seconds, 1e-9), 2),
     }
     check_metrics(metrics, f"metrics of run {run_dir.name}")  # impossible values never recorded
-    atomic_write_json(run_dir / TIMINGS, timings)
-    atomic_write_json(run_dir / METRICS, metrics)  # last: marks the run complete
+    if world.main:
+        write_evaluation(run_dir, state.epoch, metrics)  # TensorBoard eval/ curves
+        atomic_write_json(run_dir / TIMINGS, timings)
+        atomic_write_json(run_dir / METRICS, metrics)  # last: marks the run complete
+    distributed.barrier(world)  # the record is complete when any rank returns
     return run_dir, metrics
+
+
+def pretrained_block(run_dir: Path) -> dict[str, Any] | None:
+    """The ``pretrained`` entry of ``metrics.json``: the weights a run started from (path,
+    sha256, target module) and how many tensors were loaded, resampled, folded, left missing,
+    kept initialised, ignored or unexpected, from the run's ``pretrained.json``; None without
+    one (random initialisation)."""
+    path = run_dir / PRETRAINED
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        block = {k: report[k] for k in ("path", "sha256", "target")}
+        block.update({k: len(report[k]) for k in ("loaded", "resampled", "folded", "missing",
+                                                  "initialised", "ignored", "unexpected")})
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ReidbenchError(f"cannot read {path} ({type(exc).__name__}: {exc}); it records the "
+                             "weights this run started from: restore it") from None
+    return block
 
 
 def _remove_unfinished(run_dir: Path) -> bool:
     """Remove what a new run wrote before its first checkpoint, and its folder; True if the
     folder is gone. Files this run did not write keep the folder (and are never touched)."""
-    for name in (CONFIG, ENVIRONMENT):
+    for name in (CONFIG, ENVIRONMENT, PRETRAINED):
         (run_dir / name).unlink(missing_ok=True)
     try:
         run_dir.rmdir()
@@ -266,19 +357,35 @@ def _remove_unfinished(run_dir: Path) -> bool:
 
 def evaluate_state(
     cfg: RunConfig, split: Split, model: torch.nn.Module, device: torch.device,
+    world: World | None = None,
 ) -> tuple[dict[str, Any], float]:
     """The metrics of ``split``'s task (``evaluation.tasks``: re-ID ranking, pair verification
     or IJB template verification) for ``model`` with the run's evaluation settings, and the
-    seconds taken."""
+    seconds taken. Under torchrun (``world``) each rank extracts its batches and every rank
+    gets all the features, in order (``distributed.batch_shard``)."""
     start = time.perf_counter()
     task = task_for(split)
     tf = eval_transform(cfg)
+    world = world or World()
 
-    def extract(records: list[ImageRecord], desc: str) -> Features:
+    def extract_all(records: list[ImageRecord], desc: str) -> Features:
         dataset = ImageDataset(records, tf, task.num_keypoints)
         with progress.ticks(math.ceil(len(dataset) / cfg.eval.batch_size), desc) as tick:
             return extract_features(model, dataset, cfg.eval.batch_size, device, desc,
                                     flip=cfg.eval.flip, flip_perm=task.flip_perm, on_batch=tick)
+
+    def extract(records: list[ImageRecord], desc: str) -> Features:
+        if world.size == 1:
+            return extract_all(records, desc)
+        shard = distributed.batch_shard(records, cfg.eval.batch_size, world)
+        parts = distributed.gather(extract_all(shard, desc) if shard else None, world)
+        size = cfg.eval.batch_size
+
+        def rows(field: str) -> Any:
+            return distributed.unshard_rows(
+                [None if p is None else getattr(p, field) for p in parts], len(records), size)
+
+        return Features(rows("feats"), rows("pids"), rows("camids"))
 
     rerank = None
     if cfg.eval.rerank:

@@ -23,7 +23,14 @@ from reidbench.engine import progress
 from reidbench.engine.sources import ModelSource, load_model
 from reidbench.engine.trainer import eval_transform, select_device
 from reidbench.errors import ConfigError, ReidbenchError
-from reidbench.evaluation.robustness import Extractor, SweepSpec, applicable, example_images, sweep
+from reidbench.evaluation.robustness import (
+    Extractor,
+    SweepSpec,
+    applicable,
+    example_images,
+    skipped_perturbations,
+    sweep,
+)
 from reidbench.evaluation.tasks import task_for
 from reidbench.reporting.records import git_commit
 from reidbench.reporting.robustness import (
@@ -126,6 +133,9 @@ def sweep_models(
     split = build_dataset(data_cfg)
     task = task_for(split)
     perturbations = applicable(spec.perturbations, task.num_keypoints)
+    skipped = skipped_perturbations(spec.perturbations, task.num_keypoints, data_cfg.name, data_cfg.root)
+    for name, why in skipped.items():
+        log.warning("robustness: %s skipped: %s", name, why)
     if not perturbations:
         raise ConfigError(f"none of {', '.join(spec.perturbations)} applies to {split.name} "
                           "(it has no keypoints)")
@@ -177,6 +187,7 @@ def sweep_models(
         "seed": spec.seed, "severities": list(spec.severities),
         "perturbations": {p: {str(s): build_perturbation(p).describe(s) for s in spec.severities}
                           for p in perturbations},
+        "skipped": skipped,
         "models": models_meta, "device": str(dev), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "git": git_commit(),
         "robustness_seconds": round(time.perf_counter() - start_all, 2),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,8 +23,11 @@ from reidbench.metrics.rank import evaluate_ranking_features
 from reidbench.metrics.validate import check_metrics
 from reidbench.metrics.verification import verification_metrics
 
+if TYPE_CHECKING:
+    from reidbench.retrieval.topk import IndexTopK
+
 # what `reidbench evaluate --run` prints of a run's metrics, in this order, where present
-RUN_KEYS = ("mAP", "mINP", "rank1", "accuracy", "accuracy_std", "auc", "eer", "num_pairs",
+RUN_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10", "accuracy", "accuracy_std", "auc", "eer", "num_pairs",
             "num_templates", "num_valid_queries", "eval_seconds")
 
 
@@ -39,7 +42,9 @@ class Evaluation:
 def evaluate_features(
     path: Path, *, metric: str = "cosine", max_rank: int = 50, index: str = "flat",
     topk: int | None = None, rerank: bool = False, k1: int = 20, k2: int = 6,
-    lambda_value: float = 0.3,
+    lambda_value: float = 0.3, nlist: int | None = None, nprobe: int | None = None,
+    hnsw_m: int | None = None, ef_search: int | None = None, index_file: Path | None = None,
+    recall_sample: int | None = None,
 ) -> Evaluation:
     """The metrics of the features saved in ``path``.
 
@@ -48,8 +53,16 @@ def evaluate_features(
     with ``rerank``, after k-reciprocal re-ranking with ``k1``, ``k2``, ``lambda_value``
     (``retrieval.rerank``; full ranking: no ``topk``); with ``topk``
     or an approximate ``index``, the top k of a FAISS search (``retrieval.topk``; k defaults
-    to ``max_rank``).
+    to ``max_rank``), built with ``nlist``, ``nprobe``, ``hnsw_m``, ``ef_search`` (None:
+    defaults), reused from / saved to ``index_file``, and with ``recall_sample`` its recall@k
+    against exact search on that many seeded queries (``retrieval``).
     """
+    from_index = {"--index-file": index_file, "--recall-sample": recall_sample}
+    if (topk is None and index == "flat") or rerank:
+        for flag, value in from_index.items():
+            if value is not None:
+                raise ConfigError(f"{flag} goes with a FAISS top-k search: add --topk K or "
+                                  "--index ivf|hnsw" + (" (not --rerank)" if rerank else ""))
     data = load_features(path)
     metrics: dict[str, Any]
     notes: list[str] = []
@@ -75,17 +88,24 @@ def evaluate_features(
         metrics = {"task": ReidTask.kind, "metric": metric, "rerank": used, **result.as_dict()}
         rows = ReidTask.rows(metrics)
     elif topk is not None or index != "flat":
-        from reidbench.retrieval.topk import evaluate_index_topk
+        from reidbench.retrieval.index import params_from_flags
+        from reidbench.retrieval.topk import search_topk
 
+        params = params_from_flags(index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                                   ef_search=ef_search)
         k = topk or max_rank
         if k < 1:
             raise ConfigError(f"--topk must be >= 1, got {k}")
-        top = evaluate_index_topk(data.query, data.gallery, data.query_pids, data.gallery_pids,
-                                  data.query_camids, data.gallery_camids, k=k, metric=metric,
-                                  kind=index)
-        metrics = {"task": ReidTask.kind, "metric": metric, "index": index, **top.as_dict()}
+        found = search_topk(data.query, data.gallery, data.query_pids, data.gallery_pids,
+                            data.query_camids, data.gallery_camids, k=k, metric=metric,
+                            kind=index, params=params, index_file=index_file,
+                            recall_sample=recall_sample)
+        top = found.result
+        metrics = {"task": ReidTask.kind, "metric": metric, "index": index, **top.as_dict(),
+                   **_index_record(found, index_file)}
         notes.append(f"metrics truncated at k={top.k} ({index} index): positives below rank k "
                      "count as missed")
+        notes += _index_notes(found, index_file)
         rows = _topk_rows(metrics, top.k)
     else:
         result = evaluate_ranking_features(
@@ -98,12 +118,48 @@ def evaluate_features(
     return Evaluation(metrics, notes + format_rows(rows))
 
 
+def _index_record(found: IndexTopK, index_file: Path | None) -> dict[str, Any]:
+    """What the metrics record about the index beyond its kind (nothing for a plain flat
+    search, whose record stays as it was)."""
+    record: dict[str, Any] = {}
+    if found.index["kind"] != "flat":
+        record["index_params"] = found.index
+        record["index_build_seconds"] = round(found.build_seconds, 3)
+    if index_file is not None:
+        record["index_file"] = str(index_file)
+        record["index_reused"] = found.reused
+    if found.recall is not None:
+        record["recall_at_k"] = found.recall.as_dict()
+    return record
+
+
+def _index_notes(found: IndexTopK, index_file: Path | None) -> list[str]:
+    """How the index was made (for an approximate or saved one) and what recall measured."""
+    info = found.index
+    lines = []
+    if info["kind"] != "flat" or index_file is not None:
+        settings = ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("kind", "gpu"))
+        how = (f"reused from {index_file}" if found.reused
+               else f"built in {found.build_seconds:.1f}s")
+        if index_file is not None and not found.reused:
+            how += f", saved to {index_file}"
+        lines.append(f"{info['kind']} index{' on GPU' if info['gpu'] else ''}"
+                     f"{f' ({settings})' if settings else ''}: {how}")
+    if found.recall is not None:
+        r = found.recall
+        lines.append(f"recall@{r.k} of the {info['kind']} index against exact search on "
+                     f"{r.num_sampled} sampled queries (seed {r.seed})")
+    return lines
+
+
 def _topk_rows(metrics: dict[str, Any], k: int) -> Rows:
     return [("mAP@k", metrics["mAP_at_k"]),
             *((f"rank-{r}", metrics["cmc"][r - 1]) for r in (1, 5, 10, 20) if r <= k),
             ("all positives in k", metrics["queries_with_all_positives_in_top_k"]),
             ("valid queries", metrics["num_valid_queries"]),
-            ("skipped queries", metrics["num_skipped_queries"])]
+            ("skipped queries", metrics["num_skipped_queries"]),
+            *(((f"recall@{r['k']} vs exact", r["recall"]),)
+              if (r := metrics.get("recall_at_k")) else ())]
 
 
 def run_lines(metrics: dict[str, Any], run: str) -> Evaluation:

@@ -22,6 +22,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,6 +33,7 @@ from reidbench.data.loader import ImageDataset, load_sample, sample_dict
 from reidbench.data.perturb import IDENTITY, Misalignment, Perturbation, build_perturbation, sample_rng
 from reidbench.data.records import ImageRecord
 from reidbench.data.transforms import Transform
+from reidbench.datasets.checks import extract_command
 from reidbench.errors import ConfigError
 from reidbench.evaluation.reid import Features, extract_features
 from reidbench.metrics.validate import check_metrics
@@ -167,6 +169,16 @@ def applicable(names: tuple[str, ...], num_keypoints: int) -> tuple[str, ...]:
     """The perturbations of ``names`` that change anything on a dataset with ``num_keypoints``
     keypoints (keypoint noise needs keypoints)."""
     return tuple(n for n in names if num_keypoints or build_perturbation(n).kind != "keypoints")
+
+
+def skipped_perturbations(names: tuple[str, ...], num_keypoints: int, dataset: str,
+                          data_root: str | Path | None = None) -> dict[str, str]:
+    """Why each perturbation of ``names`` that ``applicable`` drops is skipped (the robustness
+    report states it): keypoint noise on a dataset without keypoints would change nothing."""
+    command = extract_command(dataset, data_root)
+    return {n: f"{dataset} has no keypoints, so keypoint noise would change nothing (every "
+               f"keypoint model runs its no-keypoint fallback); make them with `{command}`"
+            for n in names if n not in applicable(names, num_keypoints)}
 
 
 class SweepTask(Protocol):

@@ -2,8 +2,10 @@
 
 from reidbench.layers.ape import AbsolutePositionEmbedding, sincos_2d
 from reidbench.layers.attention import Attention, Block, Mlp
+from reidbench.layers.cpe import PEG
 from reidbench.layers.patch_embed import PatchEmbed
 from reidbench.layers.position import AttentionContext, RelativePosition
+from reidbench.layers.rope import RotaryPosition
 
 __all__ = [
     "AbsolutePositionEmbedding",
@@ -11,7 +13,9 @@ __all__ = [
     "AttentionContext",
     "Block",
     "Mlp",
+    "PEG",
     "PatchEmbed",
     "RelativePosition",
+    "RotaryPosition",
     "sincos_2d",
 ]

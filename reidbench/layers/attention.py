@@ -55,6 +55,8 @@ class Attention(nn.Module):
                     out = packed_bucket_attention(qkv, terms, self.scale, chunk, q=q)
                 return self.proj(out.transpose(1, 2).reshape(b, t, c))
         q, k, v = qkv.unbind(0)  # (B, H, T, d)
+        if self.rel_pos is not None:
+            q, k = self.rel_pos.rotate(q, k, ctx)  # rotary encodings; others return q, k as given
         bias = self.rel_pos.logits_bias(q, k, ctx) if self.rel_pos is not None else None
         if self.rel_pos is not None and self.rel_pos.needs_probabilities:
             logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, T, T)

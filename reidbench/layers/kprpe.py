@@ -29,6 +29,9 @@ Conventions:
   and the table is the linear map's bias alone, i.e. ``bias[l, h, bucket(i, j)]``. This is exactly
   what zero offsets give and is a static iRPE product bias per layer and head, so a model trained
   with keypoints degrades gracefully to plain iRPE-product attention.
+- Per-sample fallback: in a (B, K, 2) keypoint tensor, a sample whose row holds a non-finite
+  value (the loader writes an all-NaN row for an image without keypoints) gets exactly the
+  fallback's zero offsets; the other samples use their keypoints. No NaN reaches the logits.
 
 Sharing: ``KeypointRPE`` owns the parameters; ``KPRPEBlockTerm`` is a thin per-block
 ``RelativePosition`` view that holds an *unregistered* reference to it (so the parameters appear
@@ -160,7 +163,12 @@ class KeypointRPE(nn.Module):
                 f"KP-RPE expects keypoints of shape (B, {self.num_keypoints}, 2), got {tuple(kp.shape)}"
             )
         else:
-            offsets = keypoint_offsets(kp.to(self.weight.dtype), ctx.grid)  # (B, N, 2K)
+            # per sample: a row with any non-finite value (the loader's all-NaN "no keypoints")
+            # gets the fallback's zero offsets, the others their offsets
+            kp = kp.to(self.weight.dtype)
+            valid = torch.isfinite(kp).flatten(1).all(1)[:, None, None]  # (B, 1, 1)
+            offsets = keypoint_offsets(torch.where(valid, kp, torch.zeros_like(kp)), ctx.grid)
+            offsets = torch.where(valid, offsets, torch.zeros_like(offsets))  # (B, N, 2K)
         b = offsets.shape[0]
         patch = torch.cat([offsets, offsets.new_ones(b, n, 1), offsets.new_zeros(b, n, 1)], dim=2)
         prefix = offsets.new_zeros(b, skip, k2 + 2)

@@ -1,10 +1,10 @@
 """The interface a relative position encoding implements to be injected into attention.
 
 A ViT is built with an optional absolute embedding (added to tokens once) and an optional
-``RelativePosition`` per block (adding a bias, or a query/key-dependent term, to the attention
-logits, and optionally a term to the output). Everything an encoding needs beyond q/k/v travels
-in an ``AttentionContext`` built once per forward pass: the patch grid, the number of prefix
-(CLS) tokens and the batch's keypoints.
+``RelativePosition`` per block (rotating the queries and keys, adding a bias or a query/key-
+dependent term to the attention logits, and optionally a term to the output). Everything an
+encoding needs beyond q/k/v travels in an ``AttentionContext`` built once per forward pass: the
+patch grid, the number of prefix (CLS) tokens and the batch's keypoints.
 """
 
 from __future__ import annotations
@@ -38,6 +38,15 @@ class RelativePosition(nn.Module):
     ) -> list[BucketTerm] | None:
         """The logits term as bucket tables (see ``layers.bucket_attention``), or None."""
         return None
+
+    def rotate(
+        self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries and keys as attention sees them, (B, H, T, d) each: unchanged here; rotary
+        encodings (``layers.rope``) rotate them. Applied on the paths without bucket terms, so
+        an encoding that rotates returns no ``bucket_terms``; with no bias either, attention
+        runs PyTorch's fused scaled-dot-product kernel on the rotated q and k."""
+        return q, k
 
     def logits_bias(
         self, q: torch.Tensor, k: torch.Tensor, ctx: AttentionContext

@@ -38,6 +38,8 @@ every module here is trained from scratch like the other ViTs of the zoo.
 Without keypoints the model uses a **learned default keypoint set**: K positions (a parameter,
 initialised on a centred grid) shared by every image. The landmark tokens are then learned
 constants of the model and carry no per-image information, but every code path is the same.
+In a batch, a sample whose keypoint row holds a non-finite value (the loader's all-NaN row for
+an image without keypoints) takes the default set; the other samples keep their keypoints.
 A model built with ``num_keypoints`` None or 0 uses ``DEFAULT_NUM_KEYPOINTS``.
 """
 
@@ -273,6 +275,10 @@ class PosterViT(nn.Module):
                 f"poster was built for {self.num_keypoints} keypoints: expected keypoints of shape "
                 f"({b}, {self.num_keypoints}, 2), got {tuple(keypoints.shape)}"
             )
+        else:  # per sample: a row with a non-finite value (no keypoints) takes the defaults
+            valid = torch.isfinite(keypoints).flatten(1).all(1)[:, None, None]
+            if not bool(valid.all()):  # (a full batch keeps the graph it always had)
+                keypoints = torch.where(valid, keypoints, self.landmark_embed.default_keypoints(b))
         keypoints = keypoints.to(images.dtype)
         img = self.image.forward_tokens(images)  # (B, 1 + N, D)
         lm = self.landmark_embed(keypoints)  # (B, K, D)

@@ -15,9 +15,11 @@ from torch import nn
 from reidbench.config import ModelConfig
 from reidbench.errors import ConfigError
 from reidbench.layers import AbsolutePositionEmbedding, AttentionContext, Block, PatchEmbed
+from reidbench.layers.cpe import PEG
 from reidbench.layers.irpe import IRPEConfig, irpe_factory
 from reidbench.layers.kprpe import kprpe_factory
 from reidbench.layers.position import RelativePosition
+from reidbench.layers.rope import rope_factory
 from reidbench.layers.rpe import shaw_factory
 from reidbench.registry import MODELS
 
@@ -46,6 +48,13 @@ class VisionTransformer(nn.Module):
         absolute: "learned", "sincos" or None (no absolute embedding).
         rel_pos_factory: gives block i its relative position term (``Attention.rel_pos``), or
             None for none.
+        cond_pos_factory: embed_dim -> a module ``(tokens, ctx) -> tokens`` applied after the
+            first block (CPE's position encoding generator, ``layers.cpe.PEG``), or None.
+        head: "cls": the embedding is the CLS token's final output; "flatten": there is no CLS
+            token (``num_prefix_tokens`` = 0) and all final patch tokens, flattened, go through
+            ``FlattenHead`` (as the KP-RPE authors' face ViT). With "cls" the last block's
+            patch-pair terms cannot reach the embedding (the CLS row reads only the skip
+            bucket there), so a KP-RPE of depth 1 never uses its keypoints; with "flatten" they do.
     """
 
     num_prefix_tokens = 1
@@ -54,8 +63,13 @@ class VisionTransformer(nn.Module):
         self, img_size: tuple[int, int], patch_size: int, embed_dim: int, depth: int,
         num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
         absolute: str | None = "learned", rel_pos_factory: RelPosFactory | None = None,
+        cond_pos_factory: Callable[[int], nn.Module] | None = None, head: str = "cls",
     ) -> None:
         super().__init__()
+        if head not in ("cls", "flatten"):
+            raise ValueError(f"unknown head {head!r}; expected cls or flatten")
+        if head == "flatten":
+            self.num_prefix_tokens = 0  # shadows the class default: no CLS token
         self.embed_dim = embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, 3, embed_dim)
         self.grid = self.patch_embed.grid
@@ -70,25 +84,35 @@ class VisionTransformer(nn.Module):
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.cond_pos = cond_pos_factory(embed_dim) if cond_pos_factory else None
+        if head == "flatten":
+            del self.cls_token
+            self.cls_token = None  # type: ignore[assignment]
+            self.head = FlattenHead(self.grid[0] * self.grid[1], embed_dim)
         self.apply(_init_weights)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward_tokens(
         self, images: torch.Tensor, keypoints: torch.Tensor | None = None
     ) -> torch.Tensor:
         """(B, 3, H, W) images, optional (B, K, 2) keypoints -> (B, 1 + N, D) final tokens."""
         x = self.patch_embed(images)  # (B, N, D)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         if self.pos_embed is not None:
             x = self.pos_embed(x)
         ctx = AttentionContext(self.grid, self.num_prefix_tokens, keypoints)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x, ctx)
+            if i == 0 and self.cond_pos is not None:  # CPE: the PEG after the first block
+                x = self.cond_pos(x, ctx)
         return self.norm(x)
 
     def forward(self, images: torch.Tensor, keypoints: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) images, optional (B, K, 2) keypoints in [0, 1] -> (B, D) embeddings."""
-        return self.forward_tokens(images, keypoints)[:, 0]
+        tokens = self.forward_tokens(images, keypoints)
+        return tokens[:, 0] if self.cls_token is not None else self.head(tokens)
 
     def position_terms(self) -> tuple[bool, bool]:
         """(has absolute patch embeddings, has a content-independent relative bias per patch
@@ -121,7 +145,7 @@ class VisionTransformer(nn.Module):
             raise ConfigError("this ViT has neither absolute position embeddings nor a per-pair "
                               "relative bias, so it has no positional relations")
         b, n = index.shape
-        out = index.new_zeros((b, 1, n, n), dtype=self.cls_token.dtype)
+        out = index.new_zeros((b, 1, n, n), dtype=self.norm.weight.dtype)
         if has_rel:
             chosen = range(len(self.blocks)) if layers is None else self.resolve_layers(layers)
             ctx = AttentionContext(self.grid, self.num_prefix_tokens, keypoints)
@@ -142,6 +166,21 @@ class VisionTransformer(nn.Module):
             raise ConfigError(f"relation layers {list(layers)} must be non-empty and in "
                               f"[-{depth}, {depth}) for a ViT of depth {depth}")
         return [i % depth for i in layers]
+
+
+class FlattenHead(nn.Module):
+    """All N patch tokens flattened, then Linear(N * D -> D) - BatchNorm - Linear(D -> D), no
+    biases (the feature head of CVLface's ViTs; its final BatchNorm is our BN neck)."""
+
+    def __init__(self, num_patches: int, dim: int) -> None:
+        super().__init__()
+        self.reduce = nn.Linear(num_patches * dim, dim, bias=False)
+        self.bn = nn.BatchNorm1d(dim, eps=2e-5)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) final patch tokens -> (B, D)."""
+        return self.proj(self.bn(self.reduce(tokens.flatten(1))))
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -169,13 +208,15 @@ def _resolve_size(cfg: ModelConfig) -> ModelConfig:
 def _build_vit(
     cfg: ModelConfig, img_size: tuple[int, int], absolute: str | None,
     rel_pos_factory: RelPosFactory | None = None,
+    cond_pos_factory: Callable[[int], nn.Module] | None = None,
 ) -> VisionTransformer:
     cfg = _resolve_size(cfg)
     assert cfg.embed_dim and cfg.depth and cfg.num_heads
     return VisionTransformer(
         img_size=img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
         num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, drop_path=cfg.drop_path,
-        absolute=absolute, rel_pos_factory=rel_pos_factory,
+        absolute=absolute, rel_pos_factory=rel_pos_factory, cond_pos_factory=cond_pos_factory,
+        head=cfg.head,
     )
 
 
@@ -213,7 +254,8 @@ def irpe_config(cfg: ModelConfig) -> IRPEConfig:
     r = cfg.rel
     try:
         return IRPEConfig(ratio=r.ratio, method=r.method, mapping=r.mapping, mode=r.mode, on=r.on,
-                          shared_head=r.shared_head, skip=VisionTransformer.num_prefix_tokens)
+                          shared_head=r.shared_head,
+                          skip=0 if cfg.head == "flatten" else VisionTransformer.num_prefix_tokens)
     except ValueError as exc:
         raise ConfigError(f"model.rel: {exc}") from None
 
@@ -240,3 +282,52 @@ def kprpe(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None
     model = _build_vit(cfg, img_size, absolute=_absolute(cfg), rel_pos_factory=factory)
     model.kprpe = shared  # registered once, read by every block's term
     return model
+
+
+@MODELS.register("rope")
+def rope(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None = None) -> nn.Module:
+    """2D RoPE (Heo et al., ECCV 2024): the queries and keys of the patch tokens rotated by
+    angles linear in their (x, y) patch position, ``model.rope.mode`` axial (fixed frequencies)
+    or mixed (learned per head and block); CLS unrotated, fused attention, no absolute table."""
+    try:
+        factory = rope_factory(*_head_dim(cfg), cfg.rope.mode, cfg.rope.theta)
+    except ValueError as exc:
+        raise ConfigError(f"model.rope: {exc}") from None
+    return build_vit(cfg, img_size, lambda block, hd, h: factory(block), absolute=False)
+
+
+@MODELS.register("cpe")
+def cpe(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None = None) -> nn.Module:
+    """Conditional position encoding (Chu et al., ICLR 2023): a residual depthwise 3x3
+    convolution over the patch grid after the first block (the PEG); no absolute table."""
+    return build_vit(cfg, img_size, absolute=False, cond_pos=PEG)
+
+
+@MODELS.register("nope")
+def nope(cfg: ModelConfig, img_size: tuple[int, int], num_keypoints: int | None = None) -> nn.Module:
+    """No position encoding at all: the lower control (with the CLS head, the patches are a set
+    to this ViT; ``model.head=flatten`` reads them in order)."""
+    return build_vit(cfg, img_size, absolute=False)
+
+
+def build_vit(
+    cfg: ModelConfig, img_size: tuple[int, int],
+    rel_pos: Callable[[int, int, int], RelativePosition | None] | None = None, *,
+    absolute: bool = True, cond_pos: Callable[[int], nn.Module] | None = None,
+) -> VisionTransformer:
+    """The ViT of ``cfg`` (size, patch, width, ...) with a position encoding injected: what every
+    variant below uses and the entry point for an encoding of one's own (README, "Adding your own
+    encoding").
+
+    Args:
+        cfg: the model settings; ``cfg.ape`` gives the absolute embedding when ``absolute``.
+        img_size: (height, width) input size.
+        rel_pos: (block index, head_dim, num_heads) -> that block's ``RelativePosition`` (a
+            bias, a contextual term or a rotation of q and k), or None for none.
+        absolute: keep the absolute embedding of ``cfg.ape`` (True) or have none (False).
+        cond_pos: embed_dim -> a module ``(tokens, ctx) -> tokens`` run after the first block.
+    """
+    head_dim, heads = _head_dim(cfg)
+    factory = None if rel_pos is None else lambda block: rel_pos(block, head_dim, heads)
+    return _build_vit(cfg, img_size, absolute=_absolute(cfg) if absolute else None,
+                      rel_pos_factory=factory, cond_pos_factory=cond_pos)

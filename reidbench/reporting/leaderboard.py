@@ -234,7 +234,8 @@ def check_runs_dir(runs_dir: Path) -> list[Path]:
     """The run records under ``runs_dir``; ReidbenchError if there is no such folder or no record."""
     if not runs_dir.exists():
         raise ReidbenchError(f"--runs {runs_dir} does not exist; nothing was written (the runs "
-                             "folder holds one <run-id>/ per run, default results/runs)")
+                             "folder holds one <run-id>/ per run, default results/runs: run the "
+                             "command in the project folder, or give --runs)")
     if not runs_dir.is_dir():
         raise ReidbenchError(f"--runs {runs_dir} is not a folder; nothing was written")
     records = list_runs(runs_dir)
@@ -256,6 +257,11 @@ def rebuild_leaderboard(runs_dir: Path, out_csv: Path) -> tuple[list[dict[str, A
     rows, skipped = collect_rows(runs_dir)
     for reason in skipped:
         log.warning("skipped run %s", reason)
+    incomplete = [p.name for p in records if not (p / METRICS).is_file()]
+    if incomplete:
+        log.warning("skipped %d incomplete run(s) (no %s: still training, interrupted or failed; "
+                    "`reidbench run --resume RUN` continues one): %s", len(incomplete), METRICS,
+                    ", ".join(incomplete))
     if not rows:
         incomplete = len(records) - len(skipped) - len(rows)
         raise ReidbenchError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from reidbench.data.loader import load_sample
 from reidbench.data.records import ImageRecord
 from reidbench.datasets.base import Split
 from reidbench.evaluation.tasks import task_for
+
+MARKET_NAME = re.compile(r"^(-?\d+)_")  # Market-1501 / DukeMTMC / MSMT17 names start with the pid
 
 # one colour per keypoint index (cycled), readable on light and dark backgrounds
 PALETTE = [
@@ -24,6 +27,21 @@ def pick(records: list[ImageRecord], num: int, seed: int) -> list[ImageRecord]:
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(records), size=min(num, len(records)), replace=False))
     return [records[i] for i in chosen]
+
+
+def file_identity(record: ImageRecord) -> str:
+    """The identity as the file names it, not the training split's relabelled ``pid``: the
+    leading number of a Market-style name (``0002_c1s1_000451_03.jpg`` -> ``0002``), else the
+    folder the image is in (``lfw/Ann_A/Ann_A_0001.jpg`` -> ``Ann_A``)."""
+    path = Path(record.path)
+    match = MARKET_NAME.match(path.name)
+    return match.group(1) if match else path.parent.name
+
+
+def default_label(record: ImageRecord) -> str:
+    """``id <file identity> cam <n>``, plus ``no kp`` when the record has no keypoints."""
+    text = f"id {file_identity(record)} cam {record.camid + 1}"
+    return text if record.keypoints is not None else text + " no kp"
 
 
 def draw_tile(record: ImageRecord, height: int, label: str) -> Image.Image:
@@ -48,8 +66,9 @@ def preview_grid(
     records: list[ImageRecord], out: Path, columns: int = 8, tile_height: int = 192,
     labels: list[str] | None = None,
 ) -> Path:
-    """Save a grid PNG of ``records`` with keypoints; labels default to ``id/cam``."""
-    labels = labels or [f"id {r.pid} cam {r.camid + 1}" for r in records]
+    """Save a grid PNG of ``records`` with keypoints; labels default to ``default_label``
+    (the identity as the file names it, the camera, and ``no kp`` without keypoints)."""
+    labels = labels or [default_label(r) for r in records]
     tiles = [draw_tile(r, tile_height, lab) for r, lab in zip(records, labels)]
     if not tiles:
         raise ValueError("nothing to preview")

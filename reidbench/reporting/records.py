@@ -21,6 +21,7 @@ Rules every writer and reader here follows:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -179,6 +180,33 @@ def missing_keys(cls: type, data: Any, prefix: str = "") -> list[str]:
     return missing
 
 
+# keys added to RunConfig after runs were recorded -> the value that reproduces what those runs
+# did (issue 15: random initialisation, fp32); filled in only where a record lacks the key
+MIGRATIONS: dict[str, Any] = {
+    "model.pretrained": None, "model.pretrained_grid": [], "train.precision": "fp32",
+    # issue 19: no training augmentation recipe, the CLS-token embedding
+    "data.augment": "none", "model.head": "cls",
+    # issue 18: the rotary settings (read only by the rope model; earlier runs had no rope model)
+    "model.rope": {"mode": "axial", "theta": None},
+}
+
+
+def migrate(data: Any) -> Any:
+    """``data`` (a record's config mapping) with the ``MIGRATIONS`` keys it lacks filled in; a
+    record whose section is missing or malformed is left as it is (the strict check names it)."""
+    if not isinstance(data, dict):
+        return data
+    out = copy.deepcopy(data)
+    for dotted, value in MIGRATIONS.items():
+        *parents, key = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key not in node:
+            node[key] = copy.deepcopy(value)
+    return out
+
+
 def read_run_config(path: Path) -> RunConfig:
     """The config a run was recorded with, read strictly: every section and key must be in the
     file (a truncated or hand-cut record is an error naming the file and the key, never filled
@@ -188,7 +216,7 @@ def read_run_config(path: Path) -> RunConfig:
     needs an explicit migration here (the value that reproduces what those runs did), never a
     silent default.
     """
-    data = load_yaml(path)
+    data = migrate(load_yaml(path))
     missing = missing_keys(RunConfig, data)
     if missing:
         extra = missing[1:]

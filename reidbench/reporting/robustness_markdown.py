@@ -72,6 +72,8 @@ def to_markdown(rows: list[Row], meta: dict[str, Any] | None = None, csv_name: s
     out += ["", "Severity 0 is the clean image. Geometric perturbations move image and keypoints with "
             "one matrix (KP-RPE gets the moved keypoints); `kpnoise` moves only the keypoints.",
             "Parameters: `reidbench/data/perturb.py`."]
+    for name, why in sorted((meta.get("skipped") or {}).items()):
+        out += ["", f"**`{name}` was skipped**: {why}."]
     for metric in [headline] + [m for m in metrics if m != headline]:
         scores = robustness_scores(rows, metric)
         out += ["", f"## Robustness score ({metric})", "",

@@ -55,13 +55,22 @@ def plot_png(rows: list[Row], title: str = "") -> bytes:
 def examples_png(
     examples: dict[tuple[str, int], tuple[Any, Any]], title: str = "",
 ) -> bytes:
-    """A grid of the images a model sees: one row per perturbation, one column per severity,
-    keypoints drawn (numbered colours as in ``reidbench data preview``)."""
+    """A grid of the images a model sees: one row per perturbation, one column per severity
+    (titled ``severity 0`` ... ``severity 5``), keypoints drawn (numbered colours as in
+    ``reidbench data preview``)."""
+    fig = examples_figure(examples, title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def examples_figure(examples: dict[tuple[str, int], tuple[Any, Any]], title: str = "") -> Figure:
+    """The figure of ``examples_png``."""
     perts = list(dict.fromkeys(p for p, _ in examples))
     sevs = sorted({s for _, s in examples})
     h, w = next(iter(examples.values()))[0].shape[:2]
     cell = 1.3
-    fig = Figure(figsize=(cell * len(sevs) * max(w / h, 0.5) + 1.0, cell * len(perts)))
+    fig = Figure(figsize=(cell * len(sevs) * max(w / h, 0.7) + 1.0, cell * len(perts)))
     axes = fig.subplots(len(perts), len(sevs), squeeze=False)
     for i, pert in enumerate(perts):
         for j, sev in enumerate(sevs):
@@ -79,14 +88,12 @@ def examples_png(
             ax.set_xlim(-0.5, w - 0.5)
             ax.set_ylim(h - 0.5, -0.5)
             if i == 0:
-                ax.set_title(str(sev), fontsize=8)
+                ax.set_title(f"severity {sev}", fontsize=7)
             if j == 0:
                 ax.set_ylabel(pert, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+    return fig
 
 

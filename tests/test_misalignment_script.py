@@ -1,0 +1,118 @@
+"""scripts/experiments/misalignment.py: the whole study end to end in its --tiny mode, resumed
+from its records without training or sweeping again; the positive-control generator; the
+seed intervals against hand-computed values."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from conftest import REPO
+
+from reidbench.config import DataConfig
+from reidbench.datasets.catalog import build_dataset
+from reidbench.errors import ReidbenchError
+from reidbench.registry import load_builtins
+from reidbench.reporting.records import read_run_config
+from reidbench.synthetic.keypoint_control import generate_keypoint_control, render
+
+
+def script(name: str) -> ModuleType:
+    """Import scripts/experiments/<name>.py (registered in sys.modules: it defines dataclasses)."""
+    module_name = f"experiment_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = REPO / "scripts" / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # about 20 CPU-seconds: five 1-epoch runs, two sweeps
+def test_tiny_study_runs_end_to_end_and_resumes_from_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mis = script("misalignment")
+    out, data = tmp_path / "out", tmp_path / "data"
+    argv = ["--tiny", "--out", str(out), "--data-root", str(data)]
+    report = mis.main(argv)
+    summary = json.loads((out / "report.json").read_text())
+    groups = summary["groups"]
+    assert set(groups) == {"reid-main", "control"}
+    assert set(groups["reid-main"]["models"]) == {"ape", "kprpe", "ape_aligned"}
+    kprpe = groups["reid-main"]["models"]["kprpe"]
+    assert {"clean", "affine", "kpnoise", "mean", "kp_sensitivity"} <= set(kprpe)
+    assert groups["reid-main"]["models"]["ape"]["kp_sensitivity"]["mean"] == 0.0  # APE ignores keypoints
+    assert groups["reid-main"]["models"]["ape_aligned"]["kp_sensitivity"]["mean"] > 0  # it warps with them
+    assert set(groups["reid-main"]["kprpe_minus"]) == {"ape", "ape_aligned"}
+    assert "| kprpe |" in report.read_text()
+    assert len(list((out / "runs").iterdir())) == 5
+
+    # a second invocation reads every record back: nothing is trained or swept again
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("recomputed a recorded result")
+
+    monkeypatch.setattr(mis, "run_experiment", refuse)
+    monkeypatch.setattr(mis, "sweep_models", refuse)
+    monkeypatch.setattr(mis, "sensitivity_rows", refuse)
+    mis.main(argv)
+    assert json.loads((out / "report.json").read_text())["groups"] == groups
+    # a recorded run is never reused for another recipe
+    run = out / "runs" / "control-kprpe-s0"
+    recorded = read_run_config(run / "config.yaml")
+    other = replace(recorded, train=replace(recorded.train, lr=recorded.train.lr * 2))
+    with pytest.raises(ReidbenchError, match="train.lr"):
+        mis.train_one(other, run)
+
+
+def test_intervals_are_student_t_over_seeds() -> None:
+    mis = script("misalignment")
+    got = mis.interval([1.0, 2.0, 3.0])
+    half = 4.303 * 1.0 / math.sqrt(3)  # sd 1, t(0.975, 2 df) = 4.303
+    assert got["mean"] == 2.0
+    assert got["low"] == pytest.approx(2 - half) and got["high"] == pytest.approx(2 + half)
+    assert mis.interval([0.5])["low"] is None
+    rows = [{"task": "reid", "metric": "mAP", "run_id": "r", "perturbation": p, "severity": s,
+             "clean": 0.8, "ratio": ratio}
+            for p, s, ratio in [("clean", 0, 1.0), ("affine", 0, 1.0), ("affine", 1, 0.9), ("affine", 5, 0.5),
+                                ("kpnoise", 1, 1.0), ("kpnoise", 5, 0.8)]]
+    rows.append({"task": "reid", "metric": "rank1", "run_id": "r", "perturbation": "affine", "severity": 1,
+                 "clean": 0.9, "ratio": 0.1})  # not the headline metric: ignored
+    scores = mis.scores(rows)["r"]
+    assert scores["affine"] == pytest.approx(0.7) and scores["kpnoise"] == pytest.approx(0.9)
+    assert scores["mean"] == pytest.approx(0.8) and scores["clean"] == 0.8
+
+
+def test_control_keypoints_point_at_the_identity_mark_and_only_there(tmp_path: Path) -> None:
+    """The identity's mark sits where the keypoints say, decoys elsewhere, so the pixels alone
+    cannot say which mark is the identity's."""
+    generate_keypoint_control(tmp_path / "kc", num_ids=8, images_per_id=3, size=48, cell=4, patterns=4)
+    load_builtins()
+    split = build_dataset(DataConfig(name=f"folder:{tmp_path / 'kc'}"))
+    assert split.keypoint_schema is not None and split.keypoint_schema.flip_pairs == ()
+    records = sorted(split.train + split.query + split.gallery, key=lambda r: r.path)
+    from reidbench.data.loader import load_rgb
+
+    by_identity: dict[str, list[np.ndarray]] = {}
+    for record in records:
+        image = load_rgb(record.path).astype(np.float64)
+        x, y = (record.keypoints[0] * 48).round().astype(int)  # top-left corner of the mark
+        mark = image[y:y + 8, x:x + 8].reshape(2, 4, 2, 4, 3).mean(axis=(1, 3))  # 2x2 cell colours
+        by_identity.setdefault(Path(record.path).parent.name, []).append(mark)
+    for marks in by_identity.values():
+        for other in marks[1:]:
+            assert np.abs(other - marks[0]).max() < 75  # the same mark (colour jitter, std 12, only)
+    firsts = [m[0] for m in by_identity.values()]
+    assert any(np.abs(a - b).max() > 100 for a in firsts for b in firsts)  # identities differ
+    image, kps = render(np.array([0, 1, 2, 3]), np.random.default_rng(0), 48, 4, 4)
+    assert image.shape == (48, 48, 3) and kps.shape == (3, 2)
