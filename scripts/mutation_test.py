@@ -409,6 +409,28 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def compare_reports(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """A markdown table of each module's counts in two reports (e.g. before and after a change
+    to the tests), in ``MODULES`` order; a module one report lacks is marked not measured."""
+    rows_b = {r["module"]: r for r in before["modules"]}
+    rows_a = {r["module"]: r for r in after["modules"]}
+
+    def cell(row: dict[str, Any] | None) -> list[str]:
+        if row is None:
+            return ["not measured"] + [""] * 3
+        return [str(row["mutants"]), str(row["survived"]), str(row["no_tests"]),
+                f"{100 * row['score']:.1f}%"]
+
+    names = [m for m in MODULES if m in rows_b or m in rows_a]
+    lines = [f"| module | before ({before['commit'][:7]}): mutants | survived | no tests | score "
+             f"| after ({after['commit'][:7]}): mutants | survived | no tests | score |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in names:
+        lines.append("| " + " | ".join([name, *cell(rows_b.get(name)), *cell(rows_a.get(name))])
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commit", default="HEAD", help="commit to test (default HEAD)")
@@ -426,7 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", nargs="+", type=Path, metavar="REPORT",
                         help="combine the modules of mutation.json reports of one commit into "
                              "--out (later reports win), without running anything")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
+                        help="print the per-module table of two mutation.json reports")
     args = parser.parse_args(argv)
+    if args.compare:
+        before, after = (json.loads(p.read_text()) for p in args.compare)
+        sys.stdout.write(compare_reports(before, after))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
     if args.merge:
