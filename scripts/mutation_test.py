@@ -123,6 +123,7 @@ MODULES: dict[str, Module] = {
     "bucket_attention": Module("reidbench/layers/bucket_attention.py", (
         "tests/test_bucket_attention.py", "tests/test_attention_reference.py",
         "tests/test_irpe.py", "tests/test_kprpe.py", "tests/test_mutants_bucket_attention.py",
+        "tests/test_bucket_attention_precision.py",  # the bf16/fp16 paths (mapped after 99219b7)
     )),
     "attention": Module("reidbench/layers/attention.py", (
         "tests/test_attention_reference.py", "tests/test_irpe.py", "tests/test_kprpe.py",
