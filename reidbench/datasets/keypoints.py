@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from reidbench.datasets.base import KeypointReport, KeypointSchema
-from reidbench.datasets.textio import read_text
+from reidbench.datasets.textio import is_number, read_text
 from reidbench.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -108,13 +108,6 @@ class KeypointTable:
         return {rel: why for rel, why in self.missing.items() if why != EXPLICIT}
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
 
 def _header_columns(row: list[str]) -> tuple[tuple[str, ...], int]:
     """The keypoint names of a header row and the values per keypoint: 3 when the columns are
@@ -167,7 +160,7 @@ def read_keypoints_table(path: Path) -> KeypointTable:
             if any(v.strip() for v in row):
                 raise DatasetError(f"{path}:{lineno}: coordinates without an image path: {row!r}")
             continue
-        if not lines and names is None and len(row) > 1 and not _is_number(row[1]) and row[1].strip():
+        if not lines and names is None and len(row) > 1 and not is_number(row[1]) and row[1].strip():
             names, width = _header_columns(row)
             if width == 2 and (len(row) - 1) % 2:
                 raise DatasetError(
@@ -198,7 +191,7 @@ def read_keypoints_table(path: Path) -> KeypointTable:
         try:
             coords = np.array([float(v) if v else np.nan for v in values], dtype=np.float64)
         except ValueError:
-            bad = next(v for v in values if v and not _is_number(v))
+            bad = next(v for v in values if v and not is_number(v))
             raise DatasetError(
                 f"{path}:{lineno}: non-numeric keypoint value {bad!r} for {rel}; expected numbers "
                 "normalised to [0, 1] (empty fields for an image without keypoints)"
@@ -245,7 +238,7 @@ def _examples(table: KeypointTable, rows: Mapping[str, str]) -> str:
 def read_header_names(path: Path) -> tuple[str, ...] | None:
     """Keypoint names from the header (``left_eye_x,left_eye_y`` -> ``left_eye``), or None."""
     row = next(csv.reader(io.StringIO(read_text(path, "a keypoint sidecar"))), None)
-    if not row or len(row) < 2 or _is_number(row[1]) or not row[1].strip():
+    if not row or len(row) < 2 or is_number(row[1]) or not row[1].strip():
         return None
     return _header_names(row)
 

@@ -76,3 +76,12 @@ def check_utf8(path: Path, what: str) -> None:
     """Raise the DatasetError of ``read_text`` if ``path`` is not UTF-8; used after a fast
     parser (numpy) failed, to tell an encoding problem from a malformed line."""
     read_text(path, what)
+
+
+def is_number(text: str) -> bool:
+    """Whether a CSV cell parses as a float (tells a header row from a data row)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from reidbench.datasets.textio import read_text
+from reidbench.datasets.textio import is_number, read_text
 from reidbench.errors import DatasetError
 from reidbench.fileio import atomic_write_text
 from reidbench.keypoints.detector import Detection
@@ -47,7 +47,7 @@ def parse_header(row: list[str]) -> tuple[tuple[str, ...], bool] | None:
     A header has a non-numeric second field; its coordinate columns are ``<name>_x,<name>_y``
     pairs (the old format) or ``<name>_x,<name>_y,<name>_c`` triples (this one)."""
     cols = [c.strip() for c in row[1:]]
-    if not cols or not cols[0] or _is_number(cols[0]):
+    if not cols or not cols[0] or is_number(cols[0]):
         return None
     triples = len(cols) % 3 == 0 and all(
         cols[i].endswith("_x") and cols[i + 1] == cols[i][:-2] + "_y" and cols[i + 2] == cols[i][:-2] + "_c"
@@ -160,11 +160,3 @@ def read_sidecar(path: Path) -> DetectionTable:
                                f"{','.join(values)[:80]!r}")
         rows[rel] = Detection(data[:, :2], data[:, 2])
     return DetectionTable(path, names, rows)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
