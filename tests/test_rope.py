@@ -86,6 +86,37 @@ def test_axial_rotation_hand_computed(grid: tuple[int, int]) -> None:
         torch.testing.assert_close(rq[0, 0, 1 + y * cols + x], torch.tensor(want, dtype=torch.float64))
 
 
+def reference_rotation(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Pairs (2j, 2j + 1) of x turned by angle[..., j], written out with cos/sin in float64."""
+    x, c, s = x.double(), angle.double().cos(), angle.double().sin()
+    out = torch.empty_like(x)
+    out[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
+    out[..., 1::2] = x[..., 0::2] * s + x[..., 1::2] * c
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotation_of_strided_and_reduced_precision_inputs(dtype: torch.dtype) -> None:
+    """q, k as attention hands them over (views of the packed qkv projection, and a transposed
+    layout whose pairs are not adjacent in memory), in fp32 and bf16: the same rotation as the
+    float64 cos/sin formula, returned in the input's dtype."""
+    grid, heads, d = (4, 3), 2, 8
+    mod = RotaryPosition(d, heads, "mixed")
+    t = 1 + grid[0] * grid[1]
+    g = torch.Generator().manual_seed(3)
+    qkv = torch.randn(2, t, 3, heads, d, generator=g).to(dtype).permute(2, 0, 3, 1, 4)
+    q, k = qkv[0], qkv[1]
+    k_odd = k.transpose(-1, -2).contiguous().transpose(-1, -2)  # same values, pairs far apart
+    rq, rk = mod.rotate(q, k_odd, AttentionContext(grid, 1))
+    with torch.no_grad():
+        angle = F.pad(mod.angles(grid, q.device), (0, 0, 1, 0))  # (H, T, d/2), CLS angle 0
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    for got, x in ((rq, q), (rk, k)):
+        assert got.dtype == dtype and got.shape == x.shape
+        torch.testing.assert_close(got.double(), reference_rotation(x, angle), **tol)
+    assert torch.equal(rq[:, :, 0], q[:, :, 0])  # CLS exactly unchanged, in any dtype
+
+
 @pytest.mark.parametrize("mode", ["axial", "mixed"])
 def test_cls_is_not_rotated_and_its_logits_ignore_position(mode: str) -> None:
     grid = (4, 3)

@@ -267,13 +267,14 @@ def attempts(env: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
     """The per-epoch records of ``history.jsonl`` (losses, learning rate, seconds; a stopped run
     ends with its ``stopped`` record), in order."""
-    return [json.loads(line) for line in (run_dir / HISTORY).read_text().splitlines() if line.strip()]
+    lines = (run_dir / HISTORY).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def list_runs(output: Path, complete: bool | None = None) -> list[Path]:
