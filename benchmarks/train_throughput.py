@@ -30,7 +30,7 @@ folder. A loader row faster than the training rows of its device means the loade
 bottleneck at that worker count.
 
 Usage: ``python benchmarks/train_throughput.py [--sizes nano,small] [--devices cpu,cuda]
-[--precisions fp32,bf16] [--batch 64] [--steps 10] [--warmup 3] [--threads N]
+[--precisions fp32,bf16] [--batch 64] [--steps 10] [--warmup 3] [--rounds 1] [--threads N]
 [--loader-workers 0,4] [--loader-images 512]``
 """
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import gc
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -165,7 +166,7 @@ def measure(step: Callable[[], None], device: torch.device, steps: int, warmup: 
     for _ in range(steps):
         step()
     sync()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / max(steps, 1)
 
 
 def main() -> None:
@@ -179,6 +180,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per row first")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="timed passes over all rows, order rotated each pass; > 1 reports "
+                             "medians and the min-max of x timm (table's docstring)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--height", type=int, default=256)
@@ -203,6 +207,8 @@ def main() -> None:
         bad = [v for v in value if v not in allowed]
         if bad:
             parser.error(f"unknown {what} {bad}; expected {', '.join(allowed)}")
+    if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
+        parser.error("--rounds and --steps must be >= 1, --warmup >= 0")
     if "cuda" in devices and not torch.cuda.is_available():
         parser.error("--devices cuda: no CUDA device is available")
     if "cuda" in devices:  # one compiled FlexAttention graph per encoding x size x precision
@@ -215,7 +221,9 @@ def main() -> None:
     grid = (args.height // args.patch, args.width // args.patch)
     print(f"training step (forward, backward, AdamW), batch {args.batch}, input "
           f"{args.height}x{args.width}, patch {args.patch} ({grid[0]}x{grid[1]} grid + CLS), "
-          f"{args.steps} timed steps after {args.warmup}; torch {torch.__version__}\n")
+          f"{args.steps} timed steps after {args.warmup}"
+          + (f", {args.rounds} rounds (medians; x timm: median (min-max) of per-round ratios)"
+             if args.rounds > 1 else "") + f"; torch {torch.__version__}\n")
     print("| device | size | precision | model | images/s | x timm | peak MB |")
     print("|---|---|---|---|---:|---:|---:|")
     worker_counts = [int(w) for w in args.loader_workers.split(",") if w.strip()]
@@ -227,24 +235,66 @@ def main() -> None:
             print(f"| {label} | - | - | loader, {workers} workers | {rate:.1f} | - | - |", flush=True)
         for size in sizes:
             for precision in precisions:
-                base = None
-                for name in names:
-                    step = Step(name, size, args, device, precision)
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
-                    seconds = measure(step, device, args.steps, args.warmup)
-                    rate = args.batch / seconds
-                    base = rate if name == "timm" else base
-                    ratio = f"{rate / base:.2f}" if base else "-"
-                    peak = (f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}"
-                            if device.type == "cuda" else "-")
-                    print(f"| {label} | {size} | {precision} | {name} | {rate:.1f} | {ratio} | "
-                          f"{peak} |", flush=True)
-                    del step
-                    gc.collect()
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
+                for name, rate, ratio, spread, peak in table(names, size, precision, args, device):
+                    ratio_text = "-" if ratio is None else f"{ratio:.2f}{spread}"
+                    peak_text = "-" if peak is None else f"{peak:.0f}"
+                    print(f"| {label} | {size} | {precision} | {name} | {rate:.1f} | {ratio_text} | "
+                          f"{peak_text} |", flush=True)
 
+
+def table(names: list[str], size: str, precision: str, args: argparse.Namespace,
+          device: torch.device) -> list[tuple[str, float, float | None, str, float | None]]:
+    """(row, images/s, x timm, spread of x timm, peak MB) of every row of one device, size and
+    precision.
+
+    ``--rounds 1``: each row is built, warmed, timed and freed in turn. ``--rounds R`` > 1: every
+    row is built and warmed first, then timed once per round, the rows' order rotated each round,
+    so slow drifts of the machine's speed (other tenants, clocks) hit every row alike: images/s is
+    the median over rounds, x timm the median of the per-round ratios to the timm row of the same
+    round, and the spread is their min-max.
+    """
+    cuda = device.type == "cuda"
+    rows: list[tuple[str, float, float | None, str, float | None]] = []
+    if args.rounds == 1:
+        base = None
+        for name in names:
+            step = Step(name, size, args, device, precision)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            rate = args.batch / measure(step, device, args.steps, args.warmup)
+            base = rate if name == "timm" else base
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
+            rows.append((name, rate, rate / base if base else None, "", peak))
+            del step
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+        return rows
+    steps, peaks = {}, {}
+    for name in names:
+        before = torch.cuda.memory_allocated(device) if cuda else 0
+        steps[name] = Step(name, size, args, device, precision)
+        if cuda:  # the row's own peak: what it adds to the memory the other rows hold
+            own = torch.cuda.memory_allocated(device) - before
+            torch.cuda.reset_peak_memory_stats(device)
+            held = torch.cuda.memory_allocated(device) - own
+        measure(steps[name], device, 0, args.warmup)
+        if cuda:
+            peaks[name] = (torch.cuda.max_memory_allocated(device) - held) / 2**20
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            rates[name].append(args.batch / measure(steps[name], device, args.steps, 0))
+    for name in names:
+        ratios = ([a / b for a, b in zip(rates[name], rates["timm"])] if "timm" in rates else [])
+        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else ""
+        rows.append((name, statistics.median(rates[name]),
+                     statistics.median(ratios) if ratios else None, spread, peaks.get(name)))
+    del steps
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return rows
 
 if __name__ == "__main__":
     main()

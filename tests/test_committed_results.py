@@ -6,8 +6,9 @@ README's numbers are the records' numbers.
 - ``results/**/robustness/<id>.md``: byte for byte the re-render of its CSV / JSON / per-sample
   file (``reporting.robustness.rebuild_report``, in a temporary folder; the plot is not
   compared);
-- the README: the default run's table, the zoo table, the benchmark's training times, the
-  robustness scores and every bootstrap interval it quotes equal the records, compared at the
+- the README: the default run's table, the zoo table (seed 0), the benchmark's training times
+  (seed 0), the robustness scores and every bootstrap interval it quotes (robustness reports
+  and leaderboards) equal the records, compared at the
   precision the README prints (exact on values, tolerant to layout).
 """
 
@@ -116,9 +117,13 @@ def same_value(printed: str, value: float | None) -> bool:
     return printed == f"{value:.{decimals}f}"
 
 
-def leaderboard_rows() -> dict[tuple[str, str], dict[str, str]]:
+def leaderboard_rows(seed: int = 0) -> dict[tuple[str, str], dict[str, str]]:
+    """(dataset, model) -> the leaderboard row of its run with training seed ``seed`` (one each)."""
     with (RESULTS / "leaderboard.csv").open() as fh:
-        return {(r["dataset"], r["model"]): r for r in csv.DictReader(fh)}
+        rows = [r for r in csv.DictReader(fh) if int(r["seed"]) == seed]
+    board = {(r["dataset"], r["model"]): r for r in rows}
+    assert len(board) == len(rows), "two runs of one model, dataset and seed"
+    return board
 
 
 def num(row: dict[str, str], key: str) -> float | None:
@@ -126,11 +131,11 @@ def num(row: dict[str, str], key: str) -> float | None:
 
 
 def default_run() -> dict:
-    """metrics.json of the default run: ape on synthetic-reid in results/runs."""
+    """metrics.json of the default run: ape on synthetic-reid, seed 0, in results/runs."""
     found = []
     for run in sorted((RESULTS / "runs").iterdir()):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
-        if (cfg["model"]["name"], cfg["data"]["name"]) == ("ape", "synthetic-reid"):
+        if (cfg["model"]["name"], cfg["data"]["name"], cfg["train"]["seed"]) == ("ape", "synthetic-reid", 0):
             found.append(json.loads((run / "metrics.json").read_text()))
     assert len(found) == 1
     return found[0]
@@ -170,7 +175,7 @@ def test_readme_benchmark_training_times_are_the_records() -> None:
     header = next(c for c in rows[0] if c.startswith("training"))
     models = [names[m.strip()] for m in re.search(r"\((.*)\)", header).group(1).split("/")]  # type: ignore[union-attr]
     for row in rows:
-        dataset = re.search(r"--dataset (\S+?)`", row["command"]).group(1)  # type: ignore[union-attr]
+        dataset = re.search(r"--dataset (\S+?)[` ]", row["command"]).group(1)  # type: ignore[union-attr]
         times = re.match(r"([\d /]+) s \((\d+) epochs\)", row[header])
         assert times, row[header]
         seconds = [int(v) for v in times.group(1).split("/")]
@@ -200,7 +205,7 @@ def test_readme_robustness_scores_are_the_reports() -> None:
     reid = scores[("robustness/synthetic-reid-query.md", "mAP")]
     faces = scores[("robustness/synthetic-faces-query.md", "accuracy")]
     # the bench log quoted for synthetic-reid
-    logged = re.findall(r"robustness score \(mAP\) (\S+)\s+((?:\w+ [\d.]+\s*){6})", text)
+    logged = re.findall(r"robustness score \(mAP\) (\S+(?: \([\w-]+\))?)\s+((?:\w+ [\d.]+\s*){6})", text)
     assert len(logged) == len(reid)
     for model, values in logged:
         assert re.findall(r"[\d.]+", values) == reid[model], model
@@ -212,6 +217,7 @@ def test_readme_robustness_scores_are_the_reports() -> None:
 def test_every_interval_the_readme_quotes_is_in_a_report() -> None:
     quoted = re.findall(r"\[([-+]?\d\.\d+), ([-+]?\d\.\d+)\]", README.read_text())
     assert len(quoted) >= 5
-    reports = " ".join(p.read_text() for p in RESULTS.glob("**/robustness/*.md"))
+    reports = " ".join(p.read_text() for p in [*RESULTS.glob("**/robustness/*.md"),
+                                                *RESULTS.glob("**/leaderboard*.md")])
     for lo, hi in quoted:
         assert re.search(rf"\[{re.escape(lo)}, {re.escape(hi)}\]", reports), (lo, hi)
