@@ -46,7 +46,7 @@ def test_default_id_never_clobbers_the_committed_report(
     code, err = robustness(tmp_path, [], capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert "results/robustness/synthetic-reid-query.* already exists" in err
-    assert "(made by `reidbench bench --dataset synthetic-reid`)" in err
+    assert "(made by `reidbench bench --dataset synthetic-reid --seeds 0,1,2`)" in err
     assert "--id NAME" in err and "--overwrite" in err and "nothing was evaluated" in err
     assert {p: p.read_bytes() for p in committed} == before
 
