@@ -156,17 +156,20 @@ def loader_rate(args: argparse.Namespace, device: torch.device, workers: int) ->
         return images / (time.perf_counter() - start)
 
 
-def measure(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> float:
-    """Seconds per step over ``steps`` steps after ``warmup`` steps."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        step()
-    sync()
-    start = time.perf_counter()
+def run_steps(step: Callable[[], None], device: torch.device, steps: int) -> None:
+    """Run ``steps`` steps, then wait for the device (CUDA work is asynchronous)."""
     for _ in range(steps):
         step()
-    sync()
-    return (time.perf_counter() - start) / max(steps, 1)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> float:
+    """Seconds per step over ``steps`` steps after ``warmup`` steps."""
+    run_steps(step, device, warmup)  # untimed: caches, allocator, lazy optimizer state
+    start = time.perf_counter()
+    run_steps(step, device, steps)
+    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
@@ -272,14 +275,12 @@ def table(names: list[str], size: str, precision: str, args: argparse.Namespace,
         return rows
     steps, peaks = {}, {}
     for name in names:
-        before = torch.cuda.memory_allocated(device) if cuda else 0
+        held = torch.cuda.memory_allocated(device) if cuda else 0  # the rows built before it
         steps[name] = Step(name, size, args, device, precision)
-        if cuda:  # the row's own peak: what it adds to the memory the other rows hold
-            own = torch.cuda.memory_allocated(device) - before
-            torch.cuda.reset_peak_memory_stats(device)
-            held = torch.cuda.memory_allocated(device) - own
-        measure(steps[name], device, 0, args.warmup)
         if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        run_steps(steps[name], device, args.warmup)
+        if cuda:  # the row's own peak: what it adds to the memory the other rows hold
             peaks[name] = (torch.cuda.max_memory_allocated(device) - held) / 2**20
     rates: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
