@@ -55,7 +55,9 @@ def test_tiny_study_runs_end_to_end_and_resumes_from_its_records(
     assert groups["reid-main"]["models"]["ape"]["kp_sensitivity"]["mean"] == 0.0  # APE ignores keypoints
     assert groups["reid-main"]["models"]["ape_aligned"]["kp_sensitivity"]["mean"] > 0  # it warps with them
     assert set(groups["reid-main"]["kprpe_minus"]) == {"ape", "ape_aligned"}
-    assert "| kprpe |" in report.read_text()
+    recorded_params = json.loads((out / "runs" / "reid-main-kprpe-s0" / "metrics.json").read_text())["params"]
+    assert groups["reid-main"]["params"]["kprpe"] == recorded_params > 0
+    assert f"| kprpe | {recorded_params} |" in report.read_text()
     assert len(list((out / "runs").iterdir())) == 5
 
     # a second invocation reads every record back: nothing is trained or swept again

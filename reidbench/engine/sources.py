@@ -73,20 +73,28 @@ def _matches(cfg: RunConfig, model: str) -> bool:
 
 
 def latest_run(runs_dir: Path, model: str, dataset: str) -> Path:
-    """The newest complete run of ``model`` on ``dataset`` under ``runs_dir`` trained without the
-    misalignment augmentation (``data.aug_affine`` 0) and with its checkpoint."""
-    without_weights = []
+    """The newest complete run of ``model`` on ``dataset`` under ``runs_dir`` with its checkpoint,
+    trained with the default protocol: no geometric augmentation (``data.aug_affine`` 0,
+    ``data.augment`` none) and, for ViTs, the CLS head. Runs of other protocols (the misalignment
+    study's) are only swept when named with ``--run``."""
+    without_weights, other_protocol = [], []
     for run_dir in reversed(list_runs(runs_dir, complete=True)):
         try:
             cfg = read_run_config(run_dir / CONFIG)
         except ReidbenchError:
             continue
-        if not _matches(cfg, model) or cfg.data.name != dataset or cfg.data.aug_affine:
+        if not _matches(cfg, model) or cfg.data.name != dataset:
+            continue
+        if cfg.data.aug_affine or cfg.data.augment != "none" or cfg.model.head != "cls":
+            other_protocol.append(run_dir.name)
             continue
         if (run_dir / CHECKPOINT).is_file():
             return run_dir
         without_weights.append(run_dir.name)
     hint = f" ({', '.join(without_weights)} lack {CHECKPOINT})" if without_weights else ""
+    if other_protocol:
+        hint += (f" ({', '.join(other_protocol)} use another training protocol; name one with "
+                 "--run)")
     raise ReidbenchError(
         f"no complete {model} run on {dataset} with weights under {runs_dir}{hint}; train one with "
         f"`reidbench run --model {model} --dataset {dataset}`, or pass --run / --checkpoint"

@@ -180,7 +180,9 @@ def run_group(group: Group, seed: int, out: Path, data_root: str | None, device:
         write_sensitivity(sens, sens_dir, report_id, command="scripts/experiments/misalignment.py",
                           overwrite=True)
         sens = read_json(sens_path)["rows"]
-    return {"runs": {m: p.name for m, p in runs.items()}, "robustness": rows, "sensitivity": sens}
+    params = {m: int(read_json(p / METRICS)["params"]) for m, p in runs.items()}
+    return {"runs": {m: p.name for m, p in runs.items()}, "params": params, "robustness": rows,
+            "sensitivity": sens}
 
 
 def interval(values: list[float]) -> dict[str, Any]:
@@ -225,7 +227,9 @@ def summarise(groups: list[Group], results: dict[str, dict[int, dict[str, Any]]]
         if not per_seed:
             continue
         table: dict[str, dict[str, list[float]]] = {m: {} for m in group.models}
+        params: dict[str, int] = {}
         for res in per_seed.values():
+            params.update(res["params"])  # one architecture per model and group: same every seed
             by_run = scores(res["robustness"])
             top = max(int(r["severity"]) for r in res["sensitivity"]) if res["sensitivity"] else None
             for model, run_id in res["runs"].items():
@@ -244,7 +248,7 @@ def summarise(groups: list[Group], results: dict[str, dict[int, dict[str, Any]]]
                                  for k in table[REFERENCE] if k in table[model] and k != "kp_sensitivity"}
         summary[group.name] = {"dataset": group.dataset, "recipe": group.config.name,
                                "overrides": list(group.overrides), "seeds": sorted(per_seed),
-                               "models": models, f"{REFERENCE}_minus": paired}
+                               "models": models, "params": params, f"{REFERENCE}_minus": paired}
     return summary
 
 
@@ -275,18 +279,22 @@ def markdown(summary: dict[str, Any], command: str) -> str:
              "noise of each seed's sweep; see the per-seed reports in robustness/).",
              "Robustness score: mean over severities 1-5 of perturbed / clean headline metric "
              "(mAP for re-ID, 10-fold accuracy for faces). kp sensitivity: mean 1 - cos of the "
-             "embedding under keypoint noise alone at the top severity (0 = keypoints unused).", ""]
+             "embedding under keypoint noise alone at the top severity (0 = keypoints unused). "
+             "params: trainable parameters as recorded in each run's metrics.json (the flatten "
+             "head's Linear(N * D -> D) makes those models larger than their CLS twins: a "
+             "CLS-vs-flatten difference is a difference of head and of size together).", ""]
     choices = [(name, g) for name, g in summary.items() if "irpe" in g.get(f"{REFERENCE}_minus", {})]
     if choices:
         lines += ["## Design choices: KP-RPE minus iRPE in each recipe", "",
                   "The same difference under each recipe (head, augmentation; the model size is "
                   "another --size and --out): a choice matters where the intervals part.", "",
-                  "| group | dataset | clean | mean robustness score | kpnoise score | "
-                  "KP-RPE kp sensitivity |", "|---|---|---|---|---|---|"]
+                  "| group | dataset | KP-RPE params | clean | mean robustness score | "
+                  "kpnoise score | KP-RPE kp sensitivity |", "|---|---|---|---|---|---|---|"]
         for name, g in choices:
             diff = g[f"{REFERENCE}_minus"]["irpe"]
             sens = g["models"].get(REFERENCE, {}).get("kp_sensitivity")
-            lines.append(f"| {name} | {g['dataset']} | {_ci(diff.get('clean'), True)} | "
+            lines.append(f"| {name} | {g['dataset']} | {g['params'].get(REFERENCE, '-')} | "
+                         f"{_ci(diff.get('clean'), True)} | "
                          f"{_ci(diff.get('mean'), True)} | {_ci(diff.get('kpnoise'), True)} | "
                          f"{'-' if not sens else format(sens['mean'], '.3g')} |")
         lines.append("")
@@ -294,11 +302,11 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         extra = f", {', '.join(g['overrides'])}" if g["overrides"] else ""
         lines += [f"## {name}: {g['dataset']} ({g['recipe']}{extra}), seeds {g['seeds']}", ""]
         perts = [p for p in (*PERTURBATIONS, "mean") if any(p in m for m in g["models"].values())]
-        lines += ["| model | clean | " + " | ".join(perts) + " | kp sensitivity |",
-                  "|---|---|" + "---|" * len(perts) + "---|"]
+        lines += ["| model | params | clean | " + " | ".join(perts) + " | kp sensitivity |",
+                  "|---|---|---|" + "---|" * len(perts) + "---|"]
         for model, cols in g["models"].items():
             sens = cols.get("kp_sensitivity")
-            lines.append(f"| {model} | {_ci(cols.get('clean'))} | "
+            lines.append(f"| {model} | {g['params'].get(model, '-')} | {_ci(cols.get('clean'))} | "
                          + " | ".join(_ci(cols.get(p)) for p in perts)
                          + f" | {'-' if not sens else format(sens['mean'], '.3g')} |")
         paired = g.get(f"{REFERENCE}_minus", {})
