@@ -58,6 +58,7 @@ def test_tiny_study_runs_end_to_end_and_resumes_from_its_records(
     recorded_params = json.loads((out / "runs" / "reid-main-kprpe-s0" / "metrics.json").read_text())["params"]
     assert groups["reid-main"]["params"]["kprpe"] == recorded_params > 0
     assert f"| kprpe | {recorded_params} |" in report.read_text()
+    assert 0 < groups["reid-main"]["chance"] < 1 and groups["control"]["chance"] < 1
     assert len(list((out / "runs").iterdir())) == 5
 
     # a second invocation reads every record back: nothing is trained or swept again
@@ -93,6 +94,36 @@ def test_intervals_are_student_t_over_seeds() -> None:
     scores = mis.scores(rows)["r"]
     assert scores["affine"] == pytest.approx(0.7) and scores["kpnoise"] == pytest.approx(0.9)
     assert scores["mean"] == pytest.approx(0.8) and scores["clean"] == 0.8
+
+
+def test_models_at_chance_are_not_compared() -> None:
+    """A robustness ratio of a model that ranks at chance is noise over noise: the report says
+    the comparison is not possible instead of declaring a winner (the first control run had
+    KP-RPE at mAP 0.032, chance 0.030, "beat" an aligned ViT at 0.93 on robustness)."""
+    mis = script("misalignment")
+    chance = 0.03
+    learned = {"mean": 0.9, "low": 0.85, "high": 0.95, "n": 3}
+    noise = {"mean": 0.032, "low": 0.026, "high": 0.038, "n": 3}
+    assert mis.at_chance(noise, chance) and not mis.at_chance(learned, chance)
+    assert mis.at_chance({"mean": 0.032, "low": None, "high": None, "n": 1}, chance)
+    assert not mis.at_chance({"mean": 0.05, "low": None, "high": None, "n": 1}, chance)
+    diff = {"mean": 0.39, "low": 0.24, "high": 0.55, "n": 3}
+    summary = {"control": {
+        "dataset": "folder:x", "recipe": "r.yaml", "overrides": [], "seeds": [0, 1, 2],
+        "params": {"kprpe": 10, "irpe": 10, "ape_aligned": 9}, "chance": chance,
+        "models": {"kprpe": {"clean": noise, "mean": diff}, "irpe": {"clean": noise},
+                   "ape_aligned": {"clean": learned, "mean": diff}},
+        "kprpe_minus": {"irpe": {"mean": diff}, "ape_aligned": {"mean": diff}}}}
+    text = mis.markdown(summary, "cmd")
+    assert "chance level of the clean metric: 0.030" in text
+    score = "mean robustness score: +0.390 [+0.240, +0.550]"
+    assert f"vs ape_aligned, {score}: not comparable: kprpe rank" in text
+    assert f"vs irpe, {score}: not comparable: kprpe and irpe" in text
+    assert "KP-RPE better" not in text
+    assert "| control (kprpe and irpe at chance: not comparable) |" in text
+    summary["control"]["models"]["kprpe"]["clean"] = learned
+    summary["control"]["models"]["irpe"]["clean"] = learned
+    assert f"vs ape_aligned, {score}: KP-RPE better" in mis.markdown(summary, "cmd")
 
 
 def test_control_keypoints_point_at_the_identity_mark_and_only_there(tmp_path: Path) -> None:

@@ -51,15 +51,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from reidbench.config import RunConfig, resolve_config
+from reidbench.datasets.base import ReidSplit
+from reidbench.datasets.catalog import build_dataset
 from reidbench.datasets.catalog import data_root as default_data_root
 from reidbench.engine.run import check_resume, resume_config, run_experiment
 from reidbench.engine.sensitivity import sensitivity_rows, write_sensitivity
 from reidbench.engine.sources import source_from_run
-from reidbench.engine.sweep import sweep_models
+from reidbench.engine.sweep import shared_data_config, sweep_models
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.robustness import SweepSpec
 from reidbench.fileio import atomic_write_json, atomic_write_text
+from reidbench.metrics.chance import CHANCE_ACCURACY, chance_map
 from reidbench.registry import MODELS, load_builtins
 from reidbench.reporting.records import CONFIG, METRICS, read_json, read_run_config
 from reidbench.reporting.robustness import read_csv, report_paths
@@ -182,7 +187,18 @@ def run_group(group: Group, seed: int, out: Path, data_root: str | None, device:
         sens = read_json(sens_path)["rows"]
     params = {m: int(read_json(p / METRICS)["params"]) for m, p in runs.items()}
     return {"runs": {m: p.name for m, p in runs.items()}, "params": params, "robustness": rows,
-            "sensitivity": sens}
+            "sensitivity": sens, "chance": chance_level(sources, data_root)}
+
+
+def chance_level(sources: list[Any], data_root: str | None) -> float:
+    """The headline metric of random rankings on the group's test split: expected mAP
+    (``metrics.chance``) for re-ID, 0.5 accuracy for verification."""
+    split = build_dataset(shared_data_config(sources, data_root))
+    if not isinstance(split, ReidSplit):
+        return CHANCE_ACCURACY
+    q, g = split.query, split.gallery
+    return chance_map(np.array([r.pid for r in q]), np.array([r.pid for r in g]),
+                      np.array([r.camid for r in q]), np.array([r.camid for r in g]))
 
 
 def interval(values: list[float]) -> dict[str, Any]:
@@ -228,8 +244,10 @@ def summarise(groups: list[Group], results: dict[str, dict[int, dict[str, Any]]]
             continue
         table: dict[str, dict[str, list[float]]] = {m: {} for m in group.models}
         params: dict[str, int] = {}
+        chance = 0.0
         for res in per_seed.values():
             params.update(res["params"])  # one architecture per model and group: same every seed
+            chance = res["chance"]  # one test split per group
             by_run = scores(res["robustness"])
             top = max(int(r["severity"]) for r in res["sensitivity"]) if res["sensitivity"] else None
             for model, run_id in res["runs"].items():
@@ -248,7 +266,8 @@ def summarise(groups: list[Group], results: dict[str, dict[int, dict[str, Any]]]
                                  for k in table[REFERENCE] if k in table[model] and k != "kp_sensitivity"}
         summary[group.name] = {"dataset": group.dataset, "recipe": group.config.name,
                                "overrides": list(group.overrides), "seeds": sorted(per_seed),
-                               "models": models, "params": params, f"{REFERENCE}_minus": paired}
+                               "models": models, "params": params, "chance": chance,
+                               f"{REFERENCE}_minus": paired}
     return summary
 
 
@@ -261,7 +280,20 @@ def _ci(cell: dict[str, Any] | None, signed: bool = False) -> str:
     return f"{cell['mean']:{fmt}} [{cell['low']:{fmt}}, {cell['high']:{fmt}}]"
 
 
-def verdict(cell: dict[str, Any]) -> str:
+def at_chance(clean: dict[str, Any] | None, chance: float) -> bool:
+    """The clean metric cannot be told apart from random rankings: its interval reaches the
+    chance level (or, with one seed, it is within 10 % of it)."""
+    if not clean:
+        return False
+    if clean["low"] is None:
+        return clean["mean"] <= 1.1 * chance
+    return clean["low"] <= chance
+
+
+def verdict(cell: dict[str, Any], unlearned: list[str] | None = None) -> str:
+    if unlearned:
+        return (f"not comparable: {' and '.join(unlearned)} rank at chance on clean images, so "
+                "their robustness ratios compare noise with noise")
     if cell["low"] is None:
         return "one seed: no interval"
     if cell["low"] > 0:
@@ -282,7 +314,10 @@ def markdown(summary: dict[str, Any], command: str) -> str:
              "embedding under keypoint noise alone at the top severity (0 = keypoints unused). "
              "params: trainable parameters as recorded in each run's metrics.json (the flatten "
              "head's Linear(N * D -> D) makes those models larger than their CLS twins: a "
-             "CLS-vs-flatten difference is a difference of head and of size together).", ""]
+             "CLS-vs-flatten difference is a difference of head and of size together). chance: "
+             "the headline metric of random rankings on the test split (metrics/chance.py); a "
+             "model whose clean interval reaches it learned nothing, and its robustness ratios "
+             "(noise over noise) are not compared.", ""]
     choices = [(name, g) for name, g in summary.items() if "irpe" in g.get(f"{REFERENCE}_minus", {})]
     if choices:
         lines += ["## Design choices: KP-RPE minus iRPE in each recipe", "",
@@ -293,14 +328,18 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         for name, g in choices:
             diff = g[f"{REFERENCE}_minus"]["irpe"]
             sens = g["models"].get(REFERENCE, {}).get("kp_sensitivity")
-            lines.append(f"| {name} | {g['dataset']} | {g['params'].get(REFERENCE, '-')} | "
+            unlearned = [m for m in (REFERENCE, "irpe")
+                         if at_chance(g["models"][m].get("clean"), g["chance"])]
+            note = f" ({' and '.join(unlearned)} at chance: not comparable)" if unlearned else ""
+            lines.append(f"| {name}{note} | {g['dataset']} | {g['params'].get(REFERENCE, '-')} | "
                          f"{_ci(diff.get('clean'), True)} | "
                          f"{_ci(diff.get('mean'), True)} | {_ci(diff.get('kpnoise'), True)} | "
                          f"{'-' if not sens else format(sens['mean'], '.3g')} |")
         lines.append("")
     for name, g in summary.items():
         extra = f", {', '.join(g['overrides'])}" if g["overrides"] else ""
-        lines += [f"## {name}: {g['dataset']} ({g['recipe']}{extra}), seeds {g['seeds']}", ""]
+        lines += [f"## {name}: {g['dataset']} ({g['recipe']}{extra}), seeds {g['seeds']}", "",
+                  f"chance level of the clean metric: {g['chance']:.3f}", ""]
         perts = [p for p in (*PERTURBATIONS, "mean") if any(p in m for m in g["models"].values())]
         lines += ["| model | params | clean | " + " | ".join(perts) + " | kp sensitivity |",
                   "|---|---|---|" + "---|" * len(perts) + "---|"]
@@ -319,8 +358,10 @@ def markdown(summary: dict[str, Any], command: str) -> str:
             lines.append("")
             for model, cols in paired.items():
                 if "mean" in cols:
+                    unlearned = [m for m in (REFERENCE, model)
+                                 if at_chance(g["models"][m].get("clean"), g["chance"])]
                     lines.append(f"- vs {model}, mean robustness score: {_ci(cols['mean'], True)}: "
-                                 f"{verdict(cols['mean'])}.")
+                                 f"{verdict(cols['mean'], unlearned)}.")
         lines.append("")
     return "\n".join(lines)
 
