@@ -117,7 +117,7 @@ def test_models_at_chance_are_not_compared() -> None:
     text = mis.markdown(summary, "cmd")
     assert "chance level of the clean metric: 0.030" in text
     score = "mean robustness score: +0.390 [+0.240, +0.550]"
-    assert f"vs ape_aligned, {score}: not comparable: kprpe rank" in text
+    assert f"vs ape_aligned, {score}: not comparable: kprpe ranks at chance" in text
     assert f"vs irpe, {score}: not comparable: kprpe and irpe" in text
     assert "KP-RPE better" not in text
     assert "| control (kprpe and irpe at chance: not comparable) |" in text

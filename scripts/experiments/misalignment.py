@@ -292,8 +292,9 @@ def at_chance(clean: dict[str, Any] | None, chance: float) -> bool:
 
 def verdict(cell: dict[str, Any], unlearned: list[str] | None = None) -> str:
     if unlearned:
-        return (f"not comparable: {' and '.join(unlearned)} rank at chance on clean images, so "
-                "their robustness ratios compare noise with noise")
+        verb = "ranks" if len(unlearned) == 1 else "rank"
+        return (f"not comparable: {' and '.join(unlearned)} {verb} at chance on clean images, so "
+                "robustness ratios compare noise with noise")
     if cell["low"] is None:
         return "one seed: no interval"
     if cell["low"] > 0:
