@@ -218,6 +218,7 @@ def test_every_interval_the_readme_quotes_is_in_a_report() -> None:
     quoted = re.findall(r"\[([-+]?\d\.\d+), ([-+]?\d\.\d+)\]", README.read_text())
     assert len(quoted) >= 5
     reports = " ".join(p.read_text() for p in [*RESULTS.glob("**/robustness/*.md"),
-                                                *RESULTS.glob("**/leaderboard*.md")])
+                                                *RESULTS.glob("**/leaderboard*.md"),
+                                                *RESULTS.glob("**/report.md")])
     for lo, hi in quoted:
         assert re.search(rf"\[{re.escape(lo)}, {re.escape(hi)}\]", reports), (lo, hi)

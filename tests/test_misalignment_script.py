@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -68,6 +69,8 @@ def test_tiny_study_runs_end_to_end_and_resumes_from_its_records(
     monkeypatch.setattr(mis, "run_experiment", refuse)
     monkeypatch.setattr(mis, "sweep_models", refuse)
     monkeypatch.setattr(mis, "sensitivity_rows", refuse)
+    for ckpt in (out / "runs").glob("*/checkpoint.pt"):  # as committed: records without weights
+        ckpt.unlink()
     mis.main(argv)
     assert json.loads((out / "report.json").read_text())["groups"] == groups
     # a recorded run is never reused for another recipe
@@ -76,6 +79,38 @@ def test_tiny_study_runs_end_to_end_and_resumes_from_its_records(
     other = replace(recorded, train=replace(recorded.train, lr=recorded.train.lr * 2))
     with pytest.raises(ReidbenchError, match="train.lr"):
         mis.train_one(other, run)
+
+
+def test_the_committed_report_is_what_its_records_regenerate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """results/misalignment/report.{md,json} rebuilt from the committed records alone (no
+    checkpoints; nothing trained, swept or measured again) with the command the report names."""
+    mis = script("misalignment")
+    committed = REPO / "results" / "misalignment"
+    report = json.loads((committed / "report.json").read_text(encoding="utf-8"))
+    out = tmp_path / "misalignment"
+    shutil.copytree(committed, out)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("recomputed a recorded result")
+
+    monkeypatch.setattr(mis, "run_experiment", refuse)
+    monkeypatch.setattr(mis, "sweep_models", refuse)
+    monkeypatch.setattr(mis, "sensitivity_rows", refuse)
+    # the control set is named by its path under the default data root ("folder:datasets/..."):
+    # regenerate it there, in a scratch working directory
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REIDBENCH_DATA", "datasets")
+    given = report["command"].split()[2:]  # "python3 scripts/experiments/misalignment.py ..."
+    mis.main([*given, "--out", str(out)])
+    rebuilt = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert rebuilt["groups"] == report["groups"] and rebuilt["runs"] == report["runs"]
+    regenerate = report["command"]
+    rebuilt_md = (out / "report.md").read_text(encoding="utf-8").splitlines()
+    committed_md = (committed / "report.md").read_text(encoding="utf-8").splitlines()
+    assert committed_md[2] == f"Regenerate: `{regenerate}` (resumable; reads the records under this folder)."
+    assert rebuilt_md[3:] == committed_md[3:]
 
 
 def test_intervals_are_student_t_over_seeds() -> None:

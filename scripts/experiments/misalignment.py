@@ -57,9 +57,10 @@ from reidbench.config import RunConfig, resolve_config
 from reidbench.datasets.base import ReidSplit
 from reidbench.datasets.catalog import build_dataset
 from reidbench.datasets.catalog import data_root as default_data_root
+from reidbench.engine.checkpoint import CHECKPOINT
 from reidbench.engine.run import check_resume, resume_config, run_experiment
 from reidbench.engine.sensitivity import sensitivity_rows, write_sensitivity
-from reidbench.engine.sources import source_from_run
+from reidbench.engine.sources import ModelSource, source_from_run
 from reidbench.engine.sweep import shared_data_config, sweep_models
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.robustness import SweepSpec
@@ -166,14 +167,18 @@ def run_group(group: Group, seed: int, out: Path, data_root: str | None, device:
             flags["data"] = {"root": data_root}
         cfg = resolve_config(group.dataset, model, group.config, flags, list(group.overrides))
         runs[model] = train_one(cfg, runs_dir / f"{group.name}-{model}-s{seed}")
-    sources = [source_from_run(runs[m]) for m in group.models]
+    # the weights are only read to compute what is not recorded yet: the committed records
+    # (no checkpoints) regenerate the report
+    recorded = [ModelSource(read_run_config(runs[m] / CONFIG), runs[m] / CHECKPOINT, runs[m].name)
+                for m in group.models]
     report_id = f"{group.name}-s{seed}"
     sweep_dir = out / "robustness"
     csv_path = report_paths(sweep_dir, report_id)["csv"]
     if not csv_path.is_file():
         spec = SweepSpec(group.perturbations, group.severities, "query", 0)
-        sweep_models(sources, spec, sweep_dir, report_id=report_id, data_root=data_root,
-                     device=device, command="scripts/experiments/misalignment.py", overwrite=True)
+        sweep_models([source_from_run(runs[m]) for m in group.models], spec, sweep_dir,
+                     report_id=report_id, data_root=data_root, device=device,
+                     command="scripts/experiments/misalignment.py", overwrite=True)
     rows = read_csv(csv_path)  # always the record: a resumed study reports exactly the same
     sens_dir = out / "sensitivity"
     sens_path = sens_dir / f"{report_id}.json"
@@ -181,16 +186,17 @@ def run_group(group: Group, seed: int, out: Path, data_root: str | None, device:
         sens = read_json(sens_path)["rows"]
     else:
         levels = tuple(s for s in group.severities if s > 0)
-        sens = sensitivity_rows(sources, levels, data_root=data_root, device=device)
+        sens = sensitivity_rows([source_from_run(runs[m]) for m in group.models], levels,
+                                data_root=data_root, device=device)
         write_sensitivity(sens, sens_dir, report_id, command="scripts/experiments/misalignment.py",
                           overwrite=True)
         sens = read_json(sens_path)["rows"]
     params = {m: int(read_json(p / METRICS)["params"]) for m, p in runs.items()}
     return {"runs": {m: p.name for m, p in runs.items()}, "params": params, "robustness": rows,
-            "sensitivity": sens, "chance": chance_level(sources, data_root)}
+            "sensitivity": sens, "chance": chance_level(recorded, data_root)}
 
 
-def chance_level(sources: list[Any], data_root: str | None) -> float:
+def chance_level(sources: list[ModelSource], data_root: str | None) -> float:
     """The headline metric of random rankings on the group's test split: expected mAP
     (``metrics.chance``) for re-ID, 0.5 accuracy for verification."""
     split = build_dataset(shared_data_config(sources, data_root))
