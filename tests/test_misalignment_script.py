@@ -184,3 +184,23 @@ def test_control_keypoints_point_at_the_identity_mark_and_only_there(tmp_path: P
     assert any(np.abs(a - b).max() > 100 for a in firsts for b in firsts)  # identities differ
     image, kps = render(np.array([0, 1, 2, 3]), np.random.default_rng(0), 48, 4, 4)
     assert image.shape == (48, 48, 3) and kps.shape == (3, 2)
+
+
+def test_local_control_keeps_the_identity_mark_near_the_centre_and_decoys_anywhere() -> None:
+    """control-local's generator: the identity mark's centre within +-spread pixels of the image
+    centre on each axis, reaching both ends of that range; without spread it goes anywhere."""
+    size, cell, spread = 64, 6, 12
+    rng = np.random.default_rng(0)
+    centres = []
+    for _ in range(300):
+        _, kps = render(np.array([0, 1, 2, 3]), rng, size, cell, 5, spread)
+        tl, tr, bottom = kps * size
+        centres.append(((tl[0] + tr[0]) / 2, (tl[1] + bottom[1]) / 2))  # the mark's centre
+    offsets = np.array(centres) - size / 2
+    assert np.abs(offsets).max() <= spread
+    assert offsets.min() <= -spread + 1 and offsets.max() >= spread - 1  # the whole range is used
+    rng = np.random.default_rng(0)
+    anywhere = np.array([render(np.array([0, 1, 2, 3]), rng, size, cell, 5)[1][0] * size
+                         for _ in range(300)])
+    assert np.abs(anywhere + cell - size / 2).max() > 2 * spread  # control: far from the centre too
+    # (that the control set itself is unchanged: the committed report's test regenerates it)

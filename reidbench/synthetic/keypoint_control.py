@@ -53,14 +53,23 @@ def identity_marks(num_ids: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([(codes // len(PALETTE) ** k) % len(PALETTE) for k in range(4)], axis=1)
 
 
-def place(rng: np.random.Generator, count: int, size: int, side: int) -> list[tuple[int, int]]:
+def place(
+    rng: np.random.Generator, count: int, size: int, side: int, spread: int | None = None,
+) -> list[tuple[int, int]]:
     """``count`` non-overlapping top-left corners of ``side`` squares in a ``size`` canvas
-    (1-pixel margin between them); rejection sampling with a fixed number of tries."""
+    (1-pixel margin between them); rejection sampling with a fixed number of tries. ``spread``:
+    the first square's centre is the canvas centre moved by up to +-spread pixels per axis
+    (uniform); None: anywhere, like the others."""
     corners: list[tuple[int, int]] = []
     for _ in range(1000):
         if len(corners) == count:
             break
-        x, y = (int(v) for v in rng.integers(1, size - side, size=2))
+        if spread is not None and not corners:
+            lo = size // 2 - side // 2 - spread
+            x, y = (int(v) for v in rng.integers(max(lo, 1), min(lo + 2 * spread, size - side - 1) + 1,
+                                                  size=2))
+        else:
+            x, y = (int(v) for v in rng.integers(1, size - side, size=2))
         if all(abs(x - a) > side or abs(y - b) > side for a, b in corners):
             corners.append((x, y))
     if len(corners) < count:
@@ -70,12 +79,14 @@ def place(rng: np.random.Generator, count: int, size: int, side: int) -> list[tu
 
 def render(
     mark: np.ndarray, rng: np.random.Generator, size: int, cell: int, patterns: int,
+    spread: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One image (size, size, 3) uint8 with the identity ``mark`` and ``patterns - 1`` decoys,
-    and its (3, 2) normalised keypoints on the identity mark."""
+    """One image (size, size, 3) uint8 with the identity ``mark`` (within ``spread`` pixels of
+    the centre, or anywhere) and ``patterns - 1`` decoys, and its (3, 2) normalised keypoints
+    on the identity mark."""
     side = 2 * cell
     image = rng.normal(60.0, 18.0, (size, size, 3))
-    corners = place(rng, patterns, size, side)
+    corners = place(rng, patterns, size, side, spread)
     marks = [mark, *rng.integers(0, len(PALETTE), size=(patterns - 1, 4))]
     for (x, y), code in zip(corners, marks):
         for k, colour in enumerate(code):
@@ -95,9 +106,11 @@ def _png(image: np.ndarray) -> bytes:
 
 def generate_keypoint_control(
     root: Path, num_ids: int = 120, images_per_id: int = 8, seed: int = 0, size: int = 64,
-    cell: int = 6, patterns: int = 5,
+    cell: int = 6, patterns: int = 5, spread: int | None = None,
 ) -> dict[str, Any]:
-    """Write the set into ``root`` (see the module docstring); returns its manifest."""
+    """Write the set into ``root`` (see the module docstring); returns its manifest.
+    ``spread``: the identity mark's centre stays within +-spread pixels of the image centre per
+    axis (the face-like case: a part that moves a little); None: anywhere."""
     if num_ids < 6 or images_per_id < 2:
         raise ValueError(f"need >= 6 identities of >= 2 images, got {num_ids} x {images_per_id}")
     ids_rng, *image_seeds = np.random.SeedSequence(seed).spawn(1 + num_ids)
@@ -109,13 +122,13 @@ def generate_keypoint_control(
     for i in range(num_ids):
         rng = np.random.default_rng(image_seeds[i])
         for n in range(images_per_id):
-            image, kps = render(marks[i], rng, size, cell, patterns)
+            image, kps = render(marks[i], rng, size, cell, patterns, spread)
             rel = f"{i:04d}/{n:02d}.png"
             writer.write(rel, _png(image))
             rows[rel] = kps
     writer.write(KEYPOINTS_FILE, keypoints_csv_text(rows, KEYPOINT_NAMES).encode("utf-8"))
     manifest = writer.finish({"generator": GENERATOR_NAME, "version": VERSION, "seed": seed,
                               "num_ids": num_ids, "images_per_id": images_per_id, "size": size,
-                              "cell": cell, "patterns": patterns})
+                              "cell": cell, "patterns": patterns, "spread": spread})
     log.info("keypoint control: %d identities x %d images in %s", num_ids, images_per_id, root)
     return manifest

@@ -20,6 +20,8 @@ faces-noaug     synthetic-faces    main + ``data.augment=none`` (preset flip/pad
 reid-noaug      synthetic-reid     main + ``data.augment=none``                    irpe, kprpe
 control         folder:<control>   experiments/misalignment-control.yaml + flatten ape, irpe, kprpe,
                                    (reidbench/synthetic/keypoint_control.py)        ape_aligned
+control-local   folder:<control>-  control, identity mark within 12 px of the      ape, irpe, kprpe,
+                local              centre (the face-like case)                     ape_aligned
 control-cls     folder:<control>   control + ``model.head=cls``                    kprpe
 ==============  =================  ==============================================  ===========
 
@@ -80,6 +82,9 @@ HEADLINE = {"reid": "mAP", "verification": "accuracy"}
 PERTURBATIONS = ("scale", "rotate", "translate", "affine", "kpnoise")
 # two-sided 95 % Student t quantiles by degrees of freedom (1-10); beyond: 1.96
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+# control-local: the identity mark's centre within +-12 px (1.5 patches of 8) of the centre of the
+# 64 px image, the face-like case where a part moves a little (control: anywhere)
+LOCAL_SPREAD = 12
 TINY_MODEL = ("train.epochs=1", "model.depth=1", "model.embed_dim=32", "model.num_heads=2",
               "train.batch_size=16")
 
@@ -95,6 +100,7 @@ class Group:
     models: tuple[str, ...]
     perturbations: tuple[str, ...] = PERTURBATIONS
     severities: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    spread: int | None = None  # control sets (folder:): the identity mark's spread around the centre
 
 
 def plan(control_root: Path, size: str, tiny: bool) -> list[Group]:
@@ -104,6 +110,7 @@ def plan(control_root: Path, size: str, tiny: bool) -> list[Group]:
     base = (f"model.size={size}", "model.head=flatten")  # the authors' head; *-cls groups: CLS
     faces, reid, control = (EXPERIMENTS / f"misalignment-{n}.yaml" for n in ("faces", "reid", "control"))
     control_ds = f"folder:{control_root}"
+    local_ds = f"folder:{control_root.with_name(control_root.name + '-local')}"
     if tiny:
         small = base + TINY_MODEL
         return [
@@ -122,19 +129,22 @@ def plan(control_root: Path, size: str, tiny: bool) -> list[Group]:
         Group("reid-noaug", "synthetic-reid", reid, base + ("data.augment=none",), ("irpe", "kprpe")),
         Group("control", control_ds, control, base, ("ape", "irpe", "kprpe", "ape_aligned"),
               ("affine", "kpnoise")),
+        Group("control-local", local_ds, control, base, ("ape", "irpe", "kprpe", "ape_aligned"),
+              ("affine", "kpnoise"), spread=LOCAL_SPREAD),
         Group("control-cls", control_ds, control, base + ("model.head=cls",), ("kprpe",),
               ("affine", "kpnoise")),
     ]
 
 
-def ensure_control(root: Path, tiny: bool) -> None:
+def ensure_control(root: Path, tiny: bool, spread: int | None = None) -> None:
     """Generate the positive-control set into ``root`` unless a complete one is there."""
     if (root / "manifest.json").is_file():
         return
     if tiny:
-        generate_keypoint_control(root, num_ids=12, images_per_id=4, size=32, cell=4, patterns=3)
+        generate_keypoint_control(root, num_ids=12, images_per_id=4, size=32, cell=4, patterns=3,
+                                  spread=spread)
     else:
-        generate_keypoint_control(root)
+        generate_keypoint_control(root, spread=spread)
 
 
 def train_one(cfg: RunConfig, run_dir: Path) -> Path:
@@ -395,8 +405,9 @@ def main(argv: list[str] | None = None) -> Path:
             raise ReidbenchError(f"--only: unknown groups {sorted(unknown)}; expected some of "
                                  f"{[g.name for g in groups]}")
         groups = [g for g in groups if g.name in wanted]
-    if any(g.dataset.startswith("folder:") for g in groups):
-        ensure_control(control_root, args.tiny)
+    for g in groups:
+        if g.dataset.startswith("folder:"):
+            ensure_control(Path(g.dataset.removeprefix("folder:")), args.tiny, g.spread)
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for group in groups:
         for seed in seeds:
