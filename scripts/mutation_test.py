@@ -146,6 +146,7 @@ MODULES: dict[str, Module] = {
     "run_resume": Module("reidbench/engine/run.py", RESUME_TESTS + (
         "tests/test_cli.py::test_resume_refuses_to_change_the_recipe",
         "tests/test_cli.py::test_resume_accepts_settings_that_agree_with_the_record",
+        "tests/test_mutants_run.py",  # written for the survivors of the first run_resume run
     ), ("find_resume_dir", "resume_request", "resume_config", "check_resume",
         "run_experiment", "_execute")),
     "records": Module("reidbench/reporting/records.py", (
