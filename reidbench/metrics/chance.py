@@ -39,13 +39,14 @@ def chance_map(
     qp, gp = np.asarray(query_pids), np.asarray(gallery_pids)
     if (query_camids is None) != (gallery_camids is None):
         raise ValueError("give both camera arrays or neither")
+    qc = None if query_camids is None else np.asarray(query_camids)
+    gc = None if gallery_camids is None else np.asarray(gallery_camids)
     keep = np.ones(len(gp), dtype=bool) if junk_pid is None else gp != junk_pid
     aps = []
     for i, pid in enumerate(qp):
-        valid = keep.copy()
-        if query_camids is not None and gallery_camids is not None:
-            valid &= ~((gp == pid) & (np.asarray(gallery_camids) == np.asarray(query_camids)[i]))
-        positives = int(np.sum(valid & (gp == pid)))
+        same_id = gp == pid
+        valid = keep if qc is None or gc is None else keep & ~(same_id & (gc == qc[i]))
+        positives = int(np.sum(valid & same_id))
         if positives:
             aps.append(expected_ap(int(valid.sum()), positives))
     return float(np.mean(aps)) if aps else float("nan")

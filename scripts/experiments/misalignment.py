@@ -177,17 +177,17 @@ def run_group(group: Group, seed: int, out: Path, data_root: str | None, device:
             flags["data"] = {"root": data_root}
         cfg = resolve_config(group.dataset, model, group.config, flags, list(group.overrides))
         runs[model] = train_one(cfg, runs_dir / f"{group.name}-{model}-s{seed}")
-    # the weights are only read to compute what is not recorded yet: the committed records
-    # (no checkpoints) regenerate the report
-    recorded = [ModelSource(read_run_config(runs[m] / CONFIG), runs[m] / CHECKPOINT, runs[m].name)
-                for m in group.models]
+    def with_weights() -> list[ModelSource]:
+        """The runs as sweepable sources; only called to compute what is not recorded yet, so
+        the committed records (no checkpoints) regenerate the report."""
+        return [source_from_run(runs[m]) for m in group.models]
+
     report_id = f"{group.name}-s{seed}"
     sweep_dir = out / "robustness"
     csv_path = report_paths(sweep_dir, report_id)["csv"]
     if not csv_path.is_file():
         spec = SweepSpec(group.perturbations, group.severities, "query", 0)
-        sweep_models([source_from_run(runs[m]) for m in group.models], spec, sweep_dir,
-                     report_id=report_id, data_root=data_root, device=device,
+        sweep_models(with_weights(), spec, sweep_dir, report_id=report_id, data_root=data_root, device=device,
                      command="scripts/experiments/misalignment.py", overwrite=True)
     rows = read_csv(csv_path)  # always the record: a resumed study reports exactly the same
     sens_dir = out / "sensitivity"
@@ -196,20 +196,21 @@ def run_group(group: Group, seed: int, out: Path, data_root: str | None, device:
         sens = read_json(sens_path)["rows"]
     else:
         levels = tuple(s for s in group.severities if s > 0)
-        sens = sensitivity_rows([source_from_run(runs[m]) for m in group.models], levels,
-                                data_root=data_root, device=device)
+        sens = sensitivity_rows(with_weights(), levels, data_root=data_root, device=device)
         write_sensitivity(sens, sens_dir, report_id, command="scripts/experiments/misalignment.py",
                           overwrite=True)
         sens = read_json(sens_path)["rows"]
     params = {m: int(read_json(p / METRICS)["params"]) for m, p in runs.items()}
     return {"runs": {m: p.name for m, p in runs.items()}, "params": params, "robustness": rows,
-            "sensitivity": sens, "chance": chance_level(recorded, data_root)}
+            "sensitivity": sens}
 
 
-def chance_level(sources: list[ModelSource], data_root: str | None) -> float:
-    """The headline metric of random rankings on the group's test split: expected mAP
-    (``metrics.chance``) for re-ID, 0.5 accuracy for verification."""
-    split = build_dataset(shared_data_config(sources, data_root))
+def chance_level(run_dirs: list[Path], data_root: str | None) -> float:
+    """The headline metric of random rankings on the test split the runs of one group share:
+    expected mAP (``metrics.chance``) for re-ID, 0.5 accuracy for verification. Read from the
+    records (config.yaml) only."""
+    recorded = [ModelSource(read_run_config(d / CONFIG), d / CHECKPOINT, d.name) for d in run_dirs]
+    split = build_dataset(shared_data_config(recorded, data_root))
     if not isinstance(split, ReidSplit):
         return CHANCE_ACCURACY
     q, g = split.query, split.gallery
@@ -249,7 +250,8 @@ def scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def summarise(groups: list[Group], results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+def summarise(groups: list[Group], results: dict[str, dict[int, dict[str, Any]]],
+              chances: dict[str, float]) -> dict[str, Any]:
     """Per group and model: intervals over seeds of the clean metric, each robustness score and
     the kpnoise sensitivity at the top severity; and REFERENCE minus every other model, paired
     by seed."""
@@ -260,10 +262,8 @@ def summarise(groups: list[Group], results: dict[str, dict[int, dict[str, Any]]]
             continue
         table: dict[str, dict[str, list[float]]] = {m: {} for m in group.models}
         params: dict[str, int] = {}
-        chance = 0.0
         for res in per_seed.values():
             params.update(res["params"])  # one architecture per model and group: same every seed
-            chance = res["chance"]  # one test split per group
             by_run = scores(res["robustness"])
             top = max(int(r["severity"]) for r in res["sensitivity"]) if res["sensitivity"] else None
             for model, run_id in res["runs"].items():
@@ -282,7 +282,7 @@ def summarise(groups: list[Group], results: dict[str, dict[int, dict[str, Any]]]
                                  for k in table[REFERENCE] if k in table[model] and k != "kp_sensitivity"}
         summary[group.name] = {"dataset": group.dataset, "recipe": group.config.name,
                                "overrides": list(group.overrides), "seeds": sorted(per_seed),
-                               "models": models, "params": params, "chance": chance,
+                               "models": models, "params": params, "chance": chances[group.name],
                                f"{REFERENCE}_minus": paired}
     return summary
 
@@ -304,6 +304,11 @@ def at_chance(clean: dict[str, Any] | None, chance: float) -> bool:
     if clean["low"] is None:
         return clean["mean"] <= 1.1 * chance
     return clean["low"] <= chance
+
+
+def unlearned(group: dict[str, Any], models: tuple[str, ...]) -> list[str]:
+    """Those of ``models`` whose clean metric in the summarised ``group`` is at chance."""
+    return [m for m in models if at_chance(group["models"][m].get("clean"), group["chance"])]
 
 
 def verdict(cell: dict[str, Any], unlearned: list[str] | None = None) -> str:
@@ -345,9 +350,8 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         for name, g in choices:
             diff = g[f"{REFERENCE}_minus"]["irpe"]
             sens = g["models"].get(REFERENCE, {}).get("kp_sensitivity")
-            unlearned = [m for m in (REFERENCE, "irpe")
-                         if at_chance(g["models"][m].get("clean"), g["chance"])]
-            note = f" ({' and '.join(unlearned)} at chance: not comparable)" if unlearned else ""
+            idle = unlearned(g, (REFERENCE, "irpe"))
+            note = f" ({' and '.join(idle)} at chance: not comparable)" if idle else ""
             lines.append(f"| {name}{note} | {g['dataset']} | {g['params'].get(REFERENCE, '-')} | "
                          f"{_ci(diff.get('clean'), True)} | "
                          f"{_ci(diff.get('mean'), True)} | {_ci(diff.get('kpnoise'), True)} | "
@@ -375,10 +379,8 @@ def markdown(summary: dict[str, Any], command: str) -> str:
             lines.append("")
             for model, cols in paired.items():
                 if "mean" in cols:
-                    unlearned = [m for m in (REFERENCE, model)
-                                 if at_chance(g["models"][m].get("clean"), g["chance"])]
                     lines.append(f"- vs {model}, mean robustness score: {_ci(cols['mean'], True)}: "
-                                 f"{verdict(cols['mean'], unlearned)}.")
+                                 f"{verdict(cols['mean'], unlearned(g, (REFERENCE, model)))}.")
         lines.append("")
     return "\n".join(lines)
 
@@ -409,12 +411,15 @@ def main(argv: list[str] | None = None) -> Path:
         if g.dataset.startswith("folder:"):
             ensure_control(Path(g.dataset.removeprefix("folder:")), args.tiny, g.spread)
     results: dict[str, dict[int, dict[str, Any]]] = {}
+    chances: dict[str, float] = {}
     for group in groups:
         for seed in seeds:
             log.info("group %s, seed %d", group.name, seed)
             results.setdefault(group.name, {})[seed] = run_group(group, seed, args.out, args.data_root,
                                                                  args.device)
-    summary = summarise(groups, results)
+        runs = results[group.name][seeds[-1]]["runs"]  # every seed evaluates on the same split
+        chances[group.name] = chance_level([args.out / "runs" / r for r in runs.values()], args.data_root)
+    summary = summarise(groups, results, chances)
     given = argv if argv is not None else sys.argv[1:]
     command = "python3 scripts/experiments/misalignment.py " + " ".join(given)
     args.out.mkdir(parents=True, exist_ok=True)
