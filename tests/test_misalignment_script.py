@@ -204,3 +204,27 @@ def test_local_control_keeps_the_identity_mark_near_the_centre_and_decoys_anywhe
                          for _ in range(300)])
     assert np.abs(anywhere + cell - size / 2).max() > 2 * spread  # control: far from the centre too
     # (that the control set itself is unchanged: the committed report's test regenerates it)
+
+
+def test_models_option_keeps_the_named_models_and_the_report_names_the_rest(tmp_path: Path) -> None:
+    """--models (a budget cut) trains only the named models in every group; each group's report
+    section lists the planned models it left out, and an unknown name is refused."""
+    mis = script("misalignment")
+    groups = mis.plan(tmp_path / "kc", "nano", tiny=False)
+    kept = mis.keep_models(groups, {"kprpe", "ape_aligned"})
+    by_name = {g.name: g for g in kept}
+    assert by_name["faces-main"].models == ("kprpe", "ape_aligned")
+    planned = set(mis.ENCODINGS) - {"kprpe", "ape_aligned"}
+    assert set(by_name["faces-main"].skipped) == planned
+    assert by_name["faces-cls"].models == ("kprpe",) and by_name["faces-cls"].skipped == ("irpe",)
+    assert by_name["control-cls"].skipped == ()
+    assert [g.name for g in mis.keep_models(groups, {"ape_aligned"})] == [
+        "faces-main", "reid-main", "control", "control-local"]  # groups left empty are dropped
+    with pytest.raises(ReidbenchError, match=r"--models: unknown models \['vit'\]"):
+        mis.keep_models(groups, {"kprpe", "vit"})
+    summary = {"faces-main": {"dataset": "synthetic-faces", "recipe": "r.yaml", "overrides": [], "seeds": [0],
+                              "params": {}, "chance": 0.5, "skipped": ["rpe", "rope"],
+                              "models": {"kprpe": {}}, "kprpe_minus": {}}}
+    assert "Planned but not run in this record (--models): rpe, rope." in mis.markdown(summary, "cmd")
+    summary["faces-main"]["skipped"] = []
+    assert "Planned but not run" not in mis.markdown(summary, "cmd")

@@ -2,7 +2,8 @@
 
 Usage:
     python3 scripts/experiments/misalignment.py [--out results/misalignment] [--data-root DIR]
-        [--seeds 0,1,2] [--size nano] [--only GROUP,...] [--device auto] [--tiny]
+        [--seeds 0,1,2] [--size nano] [--only GROUP,...] [--models MODEL,...] [--device auto]
+        [--tiny]
 
 What it runs (each group is one recipe on one dataset; every model of a group is trained once
 per seed with exactly that recipe through ``reidbench.engine.run.run_experiment``, i.e.
@@ -26,6 +27,8 @@ control-cls     folder:<control>   control + ``model.head=cls``                 
 ==============  =================  ==============================================  ===========
 
 "every encoding": ape, rpe, irpe, kprpe, ape_aligned, and rope, cpe, nope when registered.
+``--models`` keeps only the named models in every group (a budget cut: the report lists, per
+group, the planned models that were left out, so a reader sees the comparison is partial).
 Then, per group and seed: the robustness sweep of its runs (``engine.sweep.sweep_models``:
 scale, rotate, translate, affine, kpnoise at severities 0-5, queries / second pair images
 perturbed) and the keypoint sensitivity of every run (``engine.sensitivity``: mean 1 - cos of the
@@ -49,7 +52,7 @@ import argparse
 import logging
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +104,7 @@ class Group:
     perturbations: tuple[str, ...] = PERTURBATIONS
     severities: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
     spread: int | None = None  # control sets (folder:): the identity mark's spread around the centre
+    skipped: tuple[str, ...] = ()  # planned models left out by --models (named in the report)
 
 
 def plan(control_root: Path, size: str, tiny: bool) -> list[Group]:
@@ -205,14 +209,27 @@ def run_group(group: Group, seed: int, out: Path, data_root: str | None, device:
             "sensitivity": sens}
 
 
-def chance_level(run_dirs: list[Path], data_root: str | None) -> float:
+def keep_models(groups: list[Group], wanted: set[str]) -> list[Group]:
+    """``groups`` with only the ``wanted`` models (the others recorded as skipped); groups left
+    with none are dropped. Unknown names are an error."""
+    known = {m for g in groups for m in g.models}
+    if unknown := wanted - known:
+        raise ReidbenchError(f"--models: unknown models {sorted(unknown)}; expected some of {sorted(known)}")
+    kept = [replace(g, models=tuple(m for m in g.models if m in wanted),
+                    skipped=tuple(m for m in g.models if m not in wanted)) for g in groups]
+    return [g for g in kept if g.models]
+
+
+def chance_level(run_dirs: list[Path], data_root: str | None, task: str) -> float:
     """The headline metric of random rankings on the test split the runs of one group share:
-    expected mAP (``metrics.chance``) for re-ID, 0.5 accuracy for verification. Read from the
-    records (config.yaml) only."""
+    0.5 accuracy for verification, else the expected mAP (``metrics.chance``) of the split
+    rebuilt from the records (config.yaml) only."""
+    if task == "verification":
+        return CHANCE_ACCURACY
     recorded = [ModelSource(read_run_config(d / CONFIG), d / CHECKPOINT, d.name) for d in run_dirs]
     split = build_dataset(shared_data_config(recorded, data_root))
     if not isinstance(split, ReidSplit):
-        return CHANCE_ACCURACY
+        raise ReidbenchError(f"{run_dirs[0].name}: a re-ID sweep of a dataset without a re-ID split")
     q, g = split.query, split.gallery
     return chance_map(np.array([r.pid for r in q]), np.array([r.pid for r in g]),
                       np.array([r.camid for r in q]), np.array([r.camid for r in g]))
@@ -283,6 +300,7 @@ def summarise(groups: list[Group], results: dict[str, dict[int, dict[str, Any]]]
         summary[group.name] = {"dataset": group.dataset, "recipe": group.config.name,
                                "overrides": list(group.overrides), "seeds": sorted(per_seed),
                                "models": models, "params": params, "chance": chances[group.name],
+                               "skipped": list(group.skipped),
                                f"{REFERENCE}_minus": paired}
     return summary
 
@@ -361,6 +379,8 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         extra = f", {', '.join(g['overrides'])}" if g["overrides"] else ""
         lines += [f"## {name}: {g['dataset']} ({g['recipe']}{extra}), seeds {g['seeds']}", "",
                   f"chance level of the clean metric: {g['chance']:.3f}", ""]
+        if g.get("skipped"):
+            lines += [f"Planned but not run in this record (--models): {', '.join(g['skipped'])}.", ""]
         perts = [p for p in (*PERTURBATIONS, "mean") if any(p in m for m in g["models"].values())]
         lines += ["| model | params | clean | " + " | ".join(perts) + " | kp sensitivity |",
                   "|---|---|---|" + "---|" * len(perts) + "---|"]
@@ -393,6 +413,8 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--seeds", default=None, help="training seeds, comma-separated (default 0,1,2; --tiny: 0)")
     p.add_argument("--size", default="nano", help="model size of every run (nano, tiny, small, base)")
     p.add_argument("--only", help="groups to run, comma-separated (default: all)")
+    p.add_argument("--models", help="train and report only these models, comma-separated (default: "
+                                    "each group's plan)")
     p.add_argument("--device", default="auto")
     p.add_argument("--tiny", action="store_true", help="a minute-long smoke run (meaningless numbers)")
     args = p.parse_args(argv)
@@ -407,6 +429,8 @@ def main(argv: list[str] | None = None) -> Path:
             raise ReidbenchError(f"--only: unknown groups {sorted(unknown)}; expected some of "
                                  f"{[g.name for g in groups]}")
         groups = [g for g in groups if g.name in wanted]
+    if args.models:
+        groups = keep_models(groups, {m.strip() for m in args.models.split(",") if m.strip()})
     for g in groups:
         if g.dataset.startswith("folder:"):
             ensure_control(Path(g.dataset.removeprefix("folder:")), args.tiny, g.spread)
@@ -417,8 +441,10 @@ def main(argv: list[str] | None = None) -> Path:
             log.info("group %s, seed %d", group.name, seed)
             results.setdefault(group.name, {})[seed] = run_group(group, seed, args.out, args.data_root,
                                                                  args.device)
-        runs = results[group.name][seeds[-1]]["runs"]  # every seed evaluates on the same split
-        chances[group.name] = chance_level([args.out / "runs" / r for r in runs.values()], args.data_root)
+        last = results[group.name][seeds[-1]]  # every seed evaluates on the same split
+        task = str(last["robustness"][0]["task"]) if last["robustness"] else "reid"
+        chances[group.name] = chance_level([args.out / "runs" / r for r in last["runs"].values()],
+                                           args.data_root, task)
     summary = summarise(groups, results, chances)
     given = argv if argv is not None else sys.argv[1:]
     command = "python3 scripts/experiments/misalignment.py " + " ".join(given)
