@@ -207,21 +207,38 @@ def test_local_control_keeps_the_identity_mark_near_the_centre_and_decoys_anywhe
 
 
 def test_models_option_keeps_the_named_models_and_the_report_names_the_rest(tmp_path: Path) -> None:
-    """--models (a budget cut) trains only the named models in every group; each group's report
-    section lists the planned models it left out, and an unknown name is refused."""
+    """--models (a budget cut) trains only the named models, in every group or, as GROUP=..., in
+    one; each group's report section lists the planned models it left out; unknown names and
+    repeated groups are refused."""
     mis = script("misalignment")
     groups = mis.plan(tmp_path / "kc", "nano", tiny=False)
-    kept = mis.keep_models(groups, {"kprpe", "ape_aligned"})
+    kept = mis.keep_models(groups, mis.parse_models(["kprpe,ape_aligned"]))
     by_name = {g.name: g for g in kept}
     assert by_name["faces-main"].models == ("kprpe", "ape_aligned")
     planned = set(mis.ENCODINGS) - {"kprpe", "ape_aligned"}
     assert set(by_name["faces-main"].skipped) == planned
     assert by_name["faces-cls"].models == ("kprpe",) and by_name["faces-cls"].skipped == ("irpe",)
     assert by_name["control-cls"].skipped == ()
-    assert [g.name for g in mis.keep_models(groups, {"ape_aligned"})] == [
+    assert [g.name for g in mis.keep_models(groups, {None: {"ape_aligned"}})] == [
         "faces-main", "reid-main", "control", "control-local"]  # groups left empty are dropped
+    chosen = mis.parse_models(["ape,irpe,kprpe,ape_aligned", "reid-main=kprpe, ape_aligned"])
+    assert chosen == {None: {"ape", "irpe", "kprpe", "ape_aligned"}, "reid-main": {"kprpe", "ape_aligned"}}
+    by_name = {g.name: g for g in mis.keep_models(groups, chosen)}
+    assert by_name["reid-main"].models == ("kprpe", "ape_aligned")
+    assert by_name["faces-main"].models == ("ape", "irpe", "kprpe", "ape_aligned")
+    assert by_name["control"].skipped == ()
+    only = {g.name: g for g in mis.keep_models(groups, mis.parse_models(["reid-main=kprpe"]))}
+    assert only["reid-main"].models == ("kprpe",) and only["faces-main"] == next(g for g in groups
+                                                                                 if g.name == "faces-main")
     with pytest.raises(ReidbenchError, match=r"--models: unknown models \['vit'\]"):
-        mis.keep_models(groups, {"kprpe", "vit"})
+        mis.keep_models(groups, mis.parse_models(["kprpe,vit"]))
+    with pytest.raises(ReidbenchError, match=r"--models: unknown groups \['faces'\]"):
+        mis.keep_models(groups, mis.parse_models(["faces=kprpe"]))
+    for bad, message in [(["kprpe", "ape"], "the default is given twice"),
+                         (["reid-main=kprpe", "reid-main=ape"], "group reid-main is given twice"),
+                         (["=kprpe"], "expected GROUP=MODEL"), (["reid-main= ,"], "no model named")]:
+        with pytest.raises(ReidbenchError, match=message):
+            mis.parse_models(bad)
     summary = {"faces-main": {"dataset": "synthetic-faces", "recipe": "r.yaml", "overrides": [], "seeds": [0],
                               "params": {}, "chance": 0.5, "skipped": ["rpe", "rope"],
                               "models": {"kprpe": {}}, "kprpe_minus": {}}}

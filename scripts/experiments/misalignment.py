@@ -2,8 +2,8 @@
 
 Usage:
     python3 scripts/experiments/misalignment.py [--out results/misalignment] [--data-root DIR]
-        [--seeds 0,1,2] [--size nano] [--only GROUP,...] [--models MODEL,...] [--device auto]
-        [--tiny]
+        [--seeds 0,1,2] [--size nano] [--only GROUP,...] [--models [GROUP=]MODEL,...]...
+        [--device auto] [--tiny]
 
 What it runs (each group is one recipe on one dataset; every model of a group is trained once
 per seed with exactly that recipe through ``reidbench.engine.run.run_experiment``, i.e.
@@ -27,8 +27,9 @@ control-cls     folder:<control>   control + ``model.head=cls``                 
 ==============  =================  ==============================================  ===========
 
 "every encoding": ape, rpe, irpe, kprpe, ape_aligned, and rope, cpe, nope when registered.
-``--models`` keeps only the named models in every group (a budget cut: the report lists, per
-group, the planned models that were left out, so a reader sees the comparison is partial).
+``--models`` keeps only the named models in every group, ``--models GROUP=MODEL,...`` (repeatable)
+in that group alone (a budget cut: the report lists, per group, the planned models that were
+left out, so a reader sees the comparison is partial).
 Then, per group and seed: the robustness sweep of its runs (``engine.sweep.sweep_models``:
 scale, rotate, translate, affine, kpnoise at severities 0-5, queries / second pair images
 perturbed) and the keypoint sensitivity of every run (``engine.sensitivity``: mean 1 - cos of the
@@ -209,14 +210,41 @@ def run_group(group: Group, seed: int, out: Path, data_root: str | None, device:
             "sensitivity": sens}
 
 
-def keep_models(groups: list[Group], wanted: set[str]) -> list[Group]:
-    """``groups`` with only the ``wanted`` models (the others recorded as skipped); groups left
-    with none are dropped. Unknown names are an error."""
+def parse_models(values: list[str]) -> dict[str | None, set[str]]:
+    """``--models`` values -> {group or None (every other group): models}."""
+    chosen: dict[str | None, set[str]] = {}
+    for value in values:
+        group, sep, names = value.rpartition("=")
+        key = group.strip() if sep else None
+        if sep and not key:
+            raise ReidbenchError(f"--models {value!r}: expected GROUP=MODEL,... or MODEL,...")
+        if key in chosen:
+            raise ReidbenchError(f"--models: {'group ' + key if key else 'the default'} is given twice")
+        models = {m.strip() for m in names.split(",") if m.strip()}
+        if not models:
+            raise ReidbenchError(f"--models {value!r}: no model named")
+        chosen[key] = models
+    return chosen
+
+
+def keep_models(groups: list[Group], chosen: dict[str | None, set[str]]) -> list[Group]:
+    """``groups`` with only the chosen models (``parse_models``; the others recorded as
+    skipped); groups left with none are dropped. Unknown groups or models are an error."""
+    names = {g.name for g in groups}
+    if unknown_groups := {k for k in chosen if k is not None} - names:
+        raise ReidbenchError(f"--models: unknown groups {sorted(unknown_groups)}; "
+                             f"expected some of {sorted(names)}")
     known = {m for g in groups for m in g.models}
-    if unknown := wanted - known:
+    if unknown := set().union(*chosen.values()) - known:
         raise ReidbenchError(f"--models: unknown models {sorted(unknown)}; expected some of {sorted(known)}")
-    kept = [replace(g, models=tuple(m for m in g.models if m in wanted),
-                    skipped=tuple(m for m in g.models if m not in wanted)) for g in groups]
+    kept = []
+    for g in groups:
+        wanted = chosen.get(g.name, chosen.get(None))
+        if wanted is None:
+            kept.append(g)
+            continue
+        kept.append(replace(g, models=tuple(m for m in g.models if m in wanted),
+                            skipped=tuple(m for m in g.models if m not in wanted)))
     return [g for g in kept if g.models]
 
 
@@ -413,8 +441,9 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--seeds", default=None, help="training seeds, comma-separated (default 0,1,2; --tiny: 0)")
     p.add_argument("--size", default="nano", help="model size of every run (nano, tiny, small, base)")
     p.add_argument("--only", help="groups to run, comma-separated (default: all)")
-    p.add_argument("--models", help="train and report only these models, comma-separated (default: "
-                                    "each group's plan)")
+    p.add_argument("--models", action="append", default=[],
+                   help="train and report only these models, comma-separated; GROUP=MODEL,... for one "
+                        "group (repeatable; default: each group's plan)")
     p.add_argument("--device", default="auto")
     p.add_argument("--tiny", action="store_true", help="a minute-long smoke run (meaningless numbers)")
     args = p.parse_args(argv)
@@ -430,7 +459,7 @@ def main(argv: list[str] | None = None) -> Path:
                                  f"{[g.name for g in groups]}")
         groups = [g for g in groups if g.name in wanted]
     if args.models:
-        groups = keep_models(groups, {m.strip() for m in args.models.split(",") if m.strip()})
+        groups = keep_models(groups, parse_models(args.models))
     for g in groups:
         if g.dataset.startswith("folder:"):
             ensure_control(Path(g.dataset.removeprefix("folder:")), args.tiny, g.spread)
