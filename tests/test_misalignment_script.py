@@ -121,14 +121,17 @@ def test_intervals_are_student_t_over_seeds() -> None:
     assert got["low"] == pytest.approx(2 - half) and got["high"] == pytest.approx(2 + half)
     assert mis.interval([0.5])["low"] is None
     rows = [{"task": "reid", "metric": "mAP", "run_id": "r", "perturbation": p, "severity": s,
-             "clean": 0.8, "ratio": ratio}
-            for p, s, ratio in [("clean", 0, 1.0), ("affine", 0, 1.0), ("affine", 1, 0.9), ("affine", 5, 0.5),
+             "clean": 0.8, "ratio": ratio, "value": 0.8 * ratio}
+            for p, s, ratio in [("clean", 0, 1.0), ("affine", 0, 1.0), ("affine", 5, 0.5), ("affine", 1, 0.9),
                                 ("kpnoise", 1, 1.0), ("kpnoise", 5, 0.8)]]
-    rows.append({"task": "reid", "metric": "rank1", "run_id": "r", "perturbation": "affine", "severity": 1,
-                 "clean": 0.9, "ratio": 0.1})  # not the headline metric: ignored
+    rows.append({"task": "reid", "metric": "rank1", "run_id": "r", "perturbation": "affine", "severity": 5,
+                 "clean": 0.9, "ratio": 0.1, "value": 0.09})  # not the headline metric: ignored
     scores = mis.scores(rows)["r"]
     assert scores["affine"] == pytest.approx(0.7) and scores["kpnoise"] == pytest.approx(0.9)
     assert scores["mean"] == pytest.approx(0.8) and scores["clean"] == 0.8
+    # absolute headline value at the top severity, whatever the row order
+    assert scores["top:affine"] == pytest.approx(0.4) and scores["top:kpnoise"] == pytest.approx(0.64)
+    assert scores["top:mean"] == pytest.approx(0.52) and "top:clean" not in scores
 
 
 def test_models_at_chance_are_not_compared() -> None:
@@ -245,3 +248,25 @@ def test_models_option_keeps_the_named_models_and_the_report_names_the_rest(tmp_
     assert "Planned but not run in this record (--models): rpe, rope." in mis.markdown(summary, "cmd")
     summary["faces-main"]["skipped"] = []
     assert "Planned but not run" not in mis.markdown(summary, "cmd")
+
+
+def test_report_compares_absolute_metrics_at_the_top_severity() -> None:
+    """A model can keep its robustness ratio by being bad on clean images too: the report also
+    gives the headline metric at the top severity and KP-RPE minus each model there, with a
+    verdict (the paper's comparison: who is better when alignment fails)."""
+    mis = script("misalignment")
+    cell = {"mean": 0.5, "low": 0.45, "high": 0.55, "n": 3}
+    diff = {"mean": 0.1, "low": 0.05, "high": 0.15, "n": 3}
+    summary = {"reid-main": {
+        "dataset": "synthetic-reid", "recipe": "r.yaml", "overrides": [], "seeds": [0, 1, 2], "chance": 0.01,
+        "params": {}, "skipped": [],
+        "models": {"kprpe": {"clean": cell, "kpnoise": cell, "top:kpnoise": cell, "top:mean": cell},
+                   "ape_aligned": {"clean": cell, "kpnoise": cell, "top:kpnoise": cell, "top:mean": cell}},
+        "kprpe_minus": {"ape_aligned": {"clean": diff, "top:kpnoise": diff,
+                                        "top:mean": {"mean": -0.1, "low": -0.3, "high": 0.1, "n": 3}}}}}
+    text = mis.markdown(summary, "cmd")
+    assert "Headline metric at the top severity (absolute, not a ratio):" in text
+    assert "| ape_aligned | +0.100 [+0.050, +0.150] | +0.100 [+0.050, +0.150] |" in text
+    assert ("- vs ape_aligned, headline metric at the top severity, under keypoint noise: "
+            "+0.100 [+0.050, +0.150]: KP-RPE better, beyond the seed noise.") in text
+    assert "mean over perturbations: -0.100 [-0.300, +0.100]: within the seed noise." in text

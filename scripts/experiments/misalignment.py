@@ -276,22 +276,31 @@ def interval(values: list[float]) -> dict[str, Any]:
 
 
 def scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{run id: {"clean": headline value, perturbation: robustness score}}: the score is the
-    mean over severities > 0 of perturbed / clean headline metric (as ``reidbench robustness``)."""
+    """{run id: {"clean": headline value, perturbation: robustness score, "top:" + perturbation:
+    headline value at that perturbation's top severity}}, with "mean" and "top:mean" over the
+    perturbations. The score is the mean over severities > 0 of perturbed / clean headline
+    metric (as ``reidbench robustness``); the top-severity value is absolute, what a user gets
+    when alignment fails worst (a model can keep its ratio by being bad on clean images too)."""
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
         task = str(r["task"])
         if r["metric"] != HEADLINE.get(task, r["metric"]):
             continue
-        entry = out.setdefault(str(r["run_id"]), {"ratios": {}})
+        entry = out.setdefault(str(r["run_id"]), {"ratios": {}, "top": {}})
         entry["clean"] = float(r["clean"])
-        if int(r["severity"]) > 0 and r["ratio"] not in (None, ""):
-            entry["ratios"].setdefault(str(r["perturbation"]), []).append(float(r["ratio"]))
+        severity, pert = int(r["severity"]), str(r["perturbation"])
+        if severity > 0 and r["ratio"] not in (None, ""):
+            entry["ratios"].setdefault(pert, []).append(float(r["ratio"]))
+        if severity > 0 and r["value"] not in (None, "") and severity >= entry["top"].get(pert, (0, 0.0))[0]:
+            entry["top"][pert] = (severity, float(r["value"]))
     for entry in out.values():
-        ratios = entry.pop("ratios")
+        ratios, top = entry.pop("ratios"), entry.pop("top")
         entry.update({p: sum(v) / len(v) for p, v in ratios.items()})
         if ratios:
             entry["mean"] = sum(entry[p] for p in ratios) / len(ratios)
+        entry.update({f"top:{p}": value for p, (_, value) in top.items()})
+        if top:
+            entry["top:mean"] = sum(value for _, value in top.values()) / len(top)
     return out
 
 
@@ -371,6 +380,35 @@ def verdict(cell: dict[str, Any], unlearned: list[str] | None = None) -> str:
     return "within the seed noise"
 
 
+def absolute_section(g: dict[str, Any], perts: list[str]) -> list[str]:
+    """The headline metric at each perturbation's top severity, per model and as REFERENCE minus
+    each model (paired by seed): the comparison the paper makes (who is better when alignment
+    fails), where the ratios above say only who loses less of its own clean score."""
+    tops = [p for p in perts if any(f"top:{p}" in m for m in g["models"].values())]
+    if not tops:
+        return []
+    head = "| model | clean | " + " | ".join(tops) + " |"
+    rule = "|---|---|" + "---|" * len(tops)
+    lines = ["", "Headline metric at the top severity (absolute, not a ratio):", "", head, rule]
+    for model, cols in g["models"].items():
+        lines.append(f"| {model} | {_ci(cols.get('clean'))} | "
+                     + " | ".join(_ci(cols.get(f"top:{p}")) for p in tops) + " |")
+    paired = g.get(f"{REFERENCE}_minus", {})
+    if paired:
+        lines += ["", f"{REFERENCE} minus each model at the top severity (paired by seed):", "", head, rule]
+        for model, cols in paired.items():
+            lines.append(f"| {model} | {_ci(cols.get('clean'), True)} | "
+                         + " | ".join(_ci(cols.get(f"top:{p}"), True) for p in tops) + " |")
+        lines.append("")
+        for model, cols in paired.items():
+            for p in ("kpnoise", "mean"):
+                if f"top:{p}" in cols:
+                    what = "under keypoint noise" if p == "kpnoise" else "mean over perturbations"
+                    lines.append(f"- vs {model}, headline metric at the top severity, {what}: "
+                                 f"{_ci(cols[f'top:{p}'], True)}: {verdict(cols[f'top:{p}'])}.")
+    return lines
+
+
 def markdown(summary: dict[str, Any], command: str) -> str:
     """The report: one section per group (tables generated from ``summary`` only)."""
     lines = ["# Does KP-RPE survive misalignment? (issue 19)", "",
@@ -429,6 +467,7 @@ def markdown(summary: dict[str, Any], command: str) -> str:
                 if "mean" in cols:
                     lines.append(f"- vs {model}, mean robustness score: {_ci(cols['mean'], True)}: "
                                  f"{verdict(cols['mean'], unlearned(g, (REFERENCE, model)))}.")
+        lines += absolute_section(g, perts)
         lines.append("")
     return "\n".join(lines)
 
