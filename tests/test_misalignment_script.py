@@ -270,3 +270,36 @@ def test_report_compares_absolute_metrics_at_the_top_severity() -> None:
     assert ("- vs ape_aligned, headline metric at the top severity, under keypoint noise: "
             "+0.100 [+0.050, +0.150]: KP-RPE better, beyond the seed noise.") in text
     assert "mean over perturbations: -0.100 [-0.300, +0.100]: within the seed noise." in text
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_trained_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A study process killed (SIGTERM, no clean-up) during a run's first epoch leaves its
+    config.yaml and environment.json but no checkpoint: the next invocation removes those and
+    trains the run again instead of failing to resume it; a file no run wrote stops it."""
+    from reidbench.config import resolve_config
+    from reidbench.reporting.records import write_run_config
+
+    mis = script("misalignment")
+    load_builtins()
+    cfg = resolve_config("synthetic-reid", "ape", None, {"output": str(tmp_path)}, [])
+    run = tmp_path / "reid-main-ape-s0"
+    run.mkdir()
+    write_run_config(cfg, run / "config.yaml")
+    (run / "environment.json").write_text("{}", encoding="utf-8")
+    calls: list[tuple[Path | None, bool]] = []
+
+    def fake_run(cfg: object, run_dir: Path | None = None, resume: bool = False) -> None:
+        assert run_dir is not None and not run_dir.exists()  # created afresh, as a new run
+        calls.append((run_dir, resume))
+
+    monkeypatch.setattr(mis, "run_experiment", fake_run)
+    assert mis.train_one(cfg, run) == run
+    assert calls == [(run, False)]
+    run.mkdir()
+    write_run_config(cfg, run / "config.yaml")
+    (run / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ReidbenchError, match="holds files no run wrote"):
+        mis.train_one(cfg, run)
+    assert (run / "notes.txt").read_text(encoding="utf-8") == "mine"

@@ -221,7 +221,7 @@ def run_experiment(
             raise  # history.jsonl records the stop
         except BaseException as exc:
             resumable = (run_dir / CHECKPOINT).is_file()
-            removed = not resumable and world.main and _remove_unfinished(run_dir)
+            removed = not resumable and world.main and remove_unfinished(run_dir)
             if isinstance(exc, KeyboardInterrupt):
                 raise RunInterrupted(run_dir, resumable, removed) from None
             raise
@@ -342,7 +342,7 @@ def pretrained_block(run_dir: Path) -> dict[str, Any] | None:
     return block
 
 
-def _remove_unfinished(run_dir: Path) -> bool:
+def remove_unfinished(run_dir: Path) -> bool:
     """Remove what a new run wrote before its first checkpoint, and its folder; True if the
     folder is gone. Files this run did not write keep the folder (and are never touched)."""
     for name in (CONFIG, ENVIRONMENT, PRETRAINED):

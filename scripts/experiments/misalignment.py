@@ -64,7 +64,7 @@ from reidbench.datasets.base import ReidSplit
 from reidbench.datasets.catalog import build_dataset
 from reidbench.datasets.catalog import data_root as default_data_root
 from reidbench.engine.checkpoint import CHECKPOINT
-from reidbench.engine.run import check_resume, resume_config, run_experiment
+from reidbench.engine.run import check_resume, remove_unfinished, resume_config, run_experiment
 from reidbench.engine.sensitivity import sensitivity_rows, write_sensitivity
 from reidbench.engine.sources import ModelSource, source_from_run
 from reidbench.engine.sweep import shared_data_config, sweep_models
@@ -162,6 +162,13 @@ def train_one(cfg: RunConfig, run_dir: Path) -> Path:
                                  f"this study asks for {changed['train.epochs'][1]}; use another --out")
     if (run_dir / METRICS).is_file():
         return run_dir
+    if (run_dir / CONFIG).is_file() and not (run_dir / CHECKPOINT).is_file():
+        # killed (not interrupted: the engine cleans up after those) before its first checkpoint:
+        # nothing to resume; remove what the run wrote and train it again
+        if not remove_unfinished(run_dir):
+            raise ReidbenchError(f"{run_dir} stopped before its first checkpoint and holds files no run "
+                                 "wrote; move them away to train it again")
+        log.info("%s stopped before its first checkpoint: training it again", run_dir.name)
     if (run_dir / CONFIG).is_file():
         log.info("resuming %s", run_dir.name)
         run_experiment(resume_config(run_dir, {}), run_dir, resume=True)
