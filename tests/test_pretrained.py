@@ -268,3 +268,20 @@ def test_bad_paths(tmp_path: Path) -> None:
     junk.write_bytes(b"not a safetensors file")
     with pytest.raises(ReidbenchError, match="not a readable safetensors"):
         read_state_dict(junk)
+
+
+@pytest.mark.parametrize("name", ["ape", "kprpe"])
+def test_flatten_head_model_takes_the_patch_slots_and_ignores_the_cls(tmp_path: Path, name: str) -> None:
+    """A model without a CLS token (model.head=flatten, the KP-RPE authors' face ViT) loads a
+    timm checkpoint: the position embedding's patch slots only, every block, and the CLS token
+    ignored with its reason; nothing missing or unexpected. (It raised a shape error before.)"""
+    ref = timm_vit()
+    path = save(ref.state_dict(), tmp_path / "vit.pth")
+    model = ours(name, head="flatten")
+    report = load_pretrained(model, path)
+    assert report.missing == () and report.unexpected == ()
+    assert "model.head=flatten" in report.ignored["cls_token"]
+    state = model.state_dict()
+    torch.testing.assert_close(state["pos_embed.embed"], ref.pos_embed[:, 1:].detach())
+    torch.testing.assert_close(state["blocks.1.attn.qkv.weight"], ref.blocks[1].attn.qkv.weight.detach())
+    assert any("no CLS slot" in r.how for r in report.resampled)

@@ -14,7 +14,8 @@ reidbench's ``pos_embed.embed``. What is adapted:
   (first with one slot per prefix token, then without). A checkpoint trained on a non-square
   grid other than the model's therefore needs ``source_grid`` (e.g. (24, 12) for 384x192 input
   and patch 16, whose 1 + 288 tokens would otherwise read as 17x17 patches without a CLS slot;
-  the report says how it was read). The CLS slot is kept; slots of other prefix tokens (DeiT's
+  the report says how it was read). The CLS slot is kept (dropped, with ``cls_token``, for a
+  model without a CLS token: ``model.head=flatten``); slots of other prefix tokens (DeiT's
   distillation token, registers) are dropped; a checkpoint that adds no position to its CLS token
   (timm ``no_embed_class``, DeiT-III) gives a zero CLS slot, which is the same function.
 - ``patch_embed.proj.weight``: resampled to the model's patch size when it differs, with
@@ -266,6 +267,8 @@ class _Converter:
                 self._pos_embed(key, value)
             elif key == "patch_embed.proj.weight":
                 self._patch_kernel(value)
+            elif key == "cls_token" and self.vit.cls_token is None:
+                self.ignored[key] = "the model has no CLS token (model.head=flatten)"
             elif any(key.startswith(p) for p in _IGNORED):
                 self.ignored[key] = next(r for p, r in _IGNORED.items() if key.startswith(p))
             elif key.startswith(("blocks.", "norm_pre.")) and key not in self.model_state:
@@ -324,7 +327,9 @@ class _Converter:
         source_grid, with_prefix = self._source_grid(value.shape[1], len(prefix))
         patches = value[:, len(prefix):] if with_prefix else value
         resampled = resample_pos_embed(patches, source_grid, self.vit.grid)
-        if with_prefix and prefix[0] == "cls_token":
+        if self.vit.num_prefix_tokens == 0:
+            cls, cls_how = value[:, :0], "no CLS slot (the model has no CLS token: model.head=flatten)"
+        elif with_prefix and prefix[0] == "cls_token":
             cls, cls_how = value[:, :1], "CLS slot kept"
         else:
             cls = value.new_zeros(1, 1, value.shape[2])
@@ -332,7 +337,7 @@ class _Converter:
                        "CLS token; give source_grid if its grid was not square)")
         dropped = prefix[1:] if with_prefix else []
         self.out[key] = torch.cat([cls, resampled], dim=1)
-        if source_grid != self.vit.grid or not with_prefix or dropped:
+        if source_grid != self.vit.grid or not with_prefix or dropped or self.vit.num_prefix_tokens == 0:
             how = [f"grid {source_grid[0]}x{source_grid[1]} -> {self.vit.grid[0]}x{self.vit.grid[1]}"
                    + (" (bicubic, antialiased)" if source_grid != self.vit.grid else ""), cls_how]
             if dropped:
@@ -404,8 +409,8 @@ class _Converter:
 def expected_keys(vit: VisionTransformer) -> list[str]:
     """The ViT's state-dict keys that a timm ViT checkpoint provides; the others (relative and
     keypoint tables) have no counterpart."""
-    keys = ["cls_token", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight",
-            "norm.bias"]
+    keys = ["cls_token"] if vit.cls_token is not None else []
+    keys += ["patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias"]
     if vit.pos_embed is not None and vit.pos_embed.kind == "learned":
         keys.append("pos_embed.embed")
     keys += [f"blocks.{i}.{p}" for i in range(len(vit.blocks)) for p in _BLOCK_PARAMS]
