@@ -327,7 +327,8 @@ class _Converter:
         source_grid, with_prefix = self._source_grid(value.shape[1], len(prefix))
         patches = value[:, len(prefix):] if with_prefix else value
         resampled = resample_pos_embed(patches, source_grid, self.vit.grid)
-        if self.vit.num_prefix_tokens == 0:
+        no_cls = self.vit.cls_token is None  # model.head=flatten
+        if no_cls:
             cls, cls_how = value[:, :0], "no CLS slot (the model has no CLS token: model.head=flatten)"
         elif with_prefix and prefix[0] == "cls_token":
             cls, cls_how = value[:, :1], "CLS slot kept"
@@ -337,7 +338,7 @@ class _Converter:
                        "CLS token; give source_grid if its grid was not square)")
         dropped = prefix[1:] if with_prefix else []
         self.out[key] = torch.cat([cls, resampled], dim=1)
-        if source_grid != self.vit.grid or not with_prefix or dropped or self.vit.num_prefix_tokens == 0:
+        if source_grid != self.vit.grid or not with_prefix or dropped or no_cls:
             how = [f"grid {source_grid[0]}x{source_grid[1]} -> {self.vit.grid[0]}x{self.vit.grid[1]}"
                    + (" (bicubic, antialiased)" if source_grid != self.vit.grid else ""), cls_how]
             if dropped:

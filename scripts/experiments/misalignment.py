@@ -358,6 +358,12 @@ def _ci(cell: dict[str, Any] | None, signed: bool = False) -> str:
     return f"{cell['mean']:{fmt}} [{cell['low']:{fmt}}, {cell['high']:{fmt}}]"
 
 
+def _ci_rows(cells: dict[str, dict[str, Any]], keys: list[str], signed: bool = False) -> list[str]:
+    """One markdown row per model: its name, then ``_ci`` of each of ``keys``."""
+    return [f"| {model} | " + " | ".join(_ci(cols.get(k), signed) for k in keys) + " |"
+            for model, cols in cells.items()]
+
+
 def at_chance(clean: dict[str, Any] | None, chance: float) -> bool:
     """The clean metric cannot be told apart from random rankings: its interval reaches the
     chance level (or, with one seed, it is within 10 % of it)."""
@@ -397,15 +403,12 @@ def absolute_section(g: dict[str, Any], perts: list[str]) -> list[str]:
     head = "| model | clean | " + " | ".join(tops) + " |"
     rule = "|---|---|" + "---|" * len(tops)
     lines = ["", "Headline metric at the top severity (absolute, not a ratio):", "", head, rule]
-    for model, cols in g["models"].items():
-        lines.append(f"| {model} | {_ci(cols.get('clean'))} | "
-                     + " | ".join(_ci(cols.get(f"top:{p}")) for p in tops) + " |")
+    keys = ["clean", *(f"top:{p}" for p in tops)]
+    lines += _ci_rows(g["models"], keys)
     paired = g.get(f"{REFERENCE}_minus", {})
     if paired:
         lines += ["", f"{REFERENCE} minus each model at the top severity (paired by seed):", "", head, rule]
-        for model, cols in paired.items():
-            lines.append(f"| {model} | {_ci(cols.get('clean'), True)} | "
-                         + " | ".join(_ci(cols.get(f"top:{p}"), True) for p in tops) + " |")
+        lines += _ci_rows(paired, keys, signed=True)
         lines.append("")
         for model, cols in paired.items():
             for p in ("kpnoise", "mean"):
@@ -466,9 +469,7 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         if paired:
             lines += ["", f"{REFERENCE} minus each model (paired by seed):", "",
                       "| model | clean | " + " | ".join(perts) + " |", "|---|---|" + "---|" * len(perts)]
-            for model, cols in paired.items():
-                lines.append(f"| {model} | {_ci(cols.get('clean'), True)} | "
-                             + " | ".join(_ci(cols.get(p), True) for p in perts) + " |")
+            lines += _ci_rows(paired, ["clean", *perts], signed=True)
             lines.append("")
             for model, cols in paired.items():
                 if "mean" in cols:
