@@ -19,8 +19,9 @@ from reidbench.cli_options import (
 
 log = logging.getLogger("reidbench")
 
-PERTURB_HELP = ("comma-separated perturbations (default: all = scale,rotate,translate,affine,kpnoise; "
-                "levels in reidbench/data/perturb.py)")
+PERTURB_HELP = ("comma-separated perturbations (default: scale,rotate,translate,affine,kpnoise; "
+                "all = those and affine_kpnoise, misalignment with landmark noise; levels in "
+                "reidbench/data/perturb.py)")
 SEVERITY_HELP = "severities to sweep, e.g. 0-5 or 1,3,5 (default 0-5; 0 = clean is always included)"
 SIDE_HELP = ("perturbed side: query = re-ID queries (gallery clean) or the second image of each "
              "verification pair (default); both = queries and gallery, or both images of a pair")
@@ -74,6 +75,11 @@ def add_robustness_parsers(sub: Any) -> None:
                                 "the name of the committed reports)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing report of this --id in --output (default: refuse)")
+    p.add_argument("--extend", action="store_true",
+                   help="add to an existing report of this --id what it lacks (the models and "
+                        "perturbations given that it has no rows for): only those cells are "
+                        "evaluated, recorded rows are kept; refused if a recorded model's clean "
+                        "metrics do not reproduce or the severities, side or seed differ")
     p.add_argument("--report", type=Path, metavar="CSV",
                    help="only re-render the markdown and plot of an existing robustness CSV")
     p.add_argument("--kp-sensitivity", action="store_true",
@@ -148,9 +154,17 @@ def cmd_robustness(args: argparse.Namespace, argv: list[str]) -> int:
         from reidbench.cli_sensitivity import cmd_kp_sensitivity
 
         return cmd_kp_sensitivity(args, sources, spec.severities, _command(argv))
-    result = sweep_models(sources, spec, args.output, report_id=args.id, data_root=args.data_root,
-                          device=args.device, batch_size=args.batch_size, command=_command(argv),
-                          overwrite=args.overwrite)
+    if args.extend:
+        from reidbench.engine.sweep_extend import extend_sweep
+
+        if args.overwrite:
+            raise ConfigError("--extend keeps the recorded rows and --overwrite replaces them: give one")
+        result = extend_sweep(sources, spec, args.output, report_id=args.id, data_root=args.data_root,
+                              device=args.device, batch_size=args.batch_size, command=_command(argv))
+    else:
+        result = sweep_models(sources, spec, args.output, report_id=args.id, data_root=args.data_root,
+                              device=args.device, batch_size=args.batch_size, command=_command(argv),
+                              overwrite=args.overwrite)
     _log_scores(result.rows)
     return 0
 

@@ -200,7 +200,7 @@ model = build_model(ModelConfig(name="kprpe", depth=1, embed_dim=32, num_heads=2
 from reidbench.losses import build_loss
 build_loss(LossConfig(terms=("arcface",), weights=(1.0,)), 32, 4)
 from reidbench.data.perturb import build_perturbation
-assert build_perturbation("affine").name == "affine" and len(PERTURBATIONS) == 5
+assert build_perturbation("affine").name == "affine" and len(PERTURBATIONS) == 6
 print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,

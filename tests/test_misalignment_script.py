@@ -67,7 +67,7 @@ def test_tiny_study_runs_end_to_end_and_resumes_from_its_records(
         raise AssertionError("recomputed a recorded result")
 
     monkeypatch.setattr(mis, "run_experiment", refuse)
-    monkeypatch.setattr(mis, "sweep_models", refuse)
+    monkeypatch.setattr(mis, "extend_sweep", refuse)
     monkeypatch.setattr(mis, "sensitivity_rows", refuse)
     for ckpt in (out / "runs").glob("*/checkpoint.pt"):  # as committed: records without weights
         ckpt.unlink()
@@ -96,7 +96,7 @@ def test_the_committed_report_is_what_its_records_regenerate(
         raise AssertionError("recomputed a recorded result")
 
     monkeypatch.setattr(mis, "run_experiment", refuse)
-    monkeypatch.setattr(mis, "sweep_models", refuse)
+    monkeypatch.setattr(mis, "extend_sweep", refuse)
     monkeypatch.setattr(mis, "sensitivity_rows", refuse)
     # the control set is named by its path under the default data root ("folder:datasets/..."):
     # regenerate it there, in a scratch working directory
@@ -303,3 +303,30 @@ def test_a_run_killed_before_its_first_checkpoint_is_trained_again(
     with pytest.raises(ReidbenchError, match="holds files no run wrote"):
         mis.train_one(cfg, run)
     assert (run / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+@pytest.mark.slow  # about 15 CPU-seconds: three 1-epoch runs, two sweeps of one perturbation
+def test_a_model_added_to_a_swept_group_is_evaluated_alone_and_merged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A study that grows (more models in a group after its sweep) pays for the new model only:
+    its sweep and sensitivity rows are merged into the group's records, the recorded rows kept."""
+    mis = script("misalignment")
+    out, data = tmp_path / "out", tmp_path / "data"
+    argv = ["--tiny", "--only", "reid-main", "--out", str(out), "--data-root", str(data)]
+    mis.main([*argv, "--models", "ape,kprpe"])
+    csv_path = out / "robustness" / "reid-main-s0.csv"
+    before = csv_path.read_text().splitlines()
+    sens_before = json.loads((out / "sensitivity" / "reid-main-s0.json").read_text())
+    mis.main(argv)
+    after = csv_path.read_text().splitlines()
+    assert after[:len(before)] == before and len(after) > len(before)
+    meta = json.loads(csv_path.with_suffix(".json").read_text())
+    assert meta["extended"][0]["added"] == {"reid-main-ape_aligned-s0": ["affine", "kpnoise"]}
+    sens = json.loads((out / "sensitivity" / "reid-main-s0.json").read_text())
+    assert sens["rows"][:len(sens_before["rows"])] == sens_before["rows"]
+    assert [r["model"] for r in sens["rows"]][-1] == "ape_aligned"
+    assert sens["meta"]["created_utc"] == sens_before["meta"]["created_utc"]  # the first write's
+    assert len(sens["meta"]["extended"]) == 1
+    report = json.loads((out / "report.json").read_text())["groups"]["reid-main"]
+    assert set(report["models"]) == {"ape", "kprpe", "ape_aligned"} and report["skipped"] == []

@@ -34,8 +34,8 @@ def draws(name: str, severity: int, n: int = 20, hw: tuple[int, int] = HW, k: in
     return [pert.draw(severity, P.sample_rng(0, name, "query", i), hw, k) for i in range(n)]
 
 
-def test_registry_holds_the_five_perturbations() -> None:
-    assert PERTURBATIONS.names() == ["affine", "kpnoise", "rotate", "scale", "translate"]
+def test_registry_holds_the_six_perturbations() -> None:
+    assert PERTURBATIONS.names() == ["affine", "affine_kpnoise", "kpnoise", "rotate", "scale", "translate"]
     with pytest.raises(ReidbenchError, match="unknown perturbation 'blur'; expected one of: affine"):
         P.build_perturbation("blur")
 
@@ -124,7 +124,7 @@ def test_same_sample_same_direction_at_every_severity(name: str) -> None:
     """Common random numbers: only the magnitude grows with the severity."""
     low, high = draws(name, 1, n=8), draws(name, 5, n=8)
     for a, b in zip(low, high):
-        if name == "kpnoise":
+        if name in ("kpnoise", "affine_kpnoise"):
             np.testing.assert_allclose(a.keypoint_noise * 5, b.keypoint_noise, rtol=1e-5)
         elif name == "translate":
             np.testing.assert_allclose(a.matrix[:2, 2] * 5, b.matrix[:2, 2], atol=1e-9)
@@ -132,6 +132,48 @@ def test_same_sample_same_direction_at_every_severity(name: str) -> None:
             assert np.sign(a.matrix[0, 1]) == np.sign(b.matrix[0, 1])
         elif name == "scale":
             assert (a.matrix[0, 0] > 1) == (b.matrix[0, 0] > 1)
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_affine_kpnoise_is_an_affine_draw_then_kpnoise_at_the_same_severity(severity: int) -> None:
+    """Same generator state: the matrix is exactly what ``affine`` draws from it, the noise exactly
+    what ``kpnoise`` then draws (so its levels and their documented std hold)."""
+    pert = P.build_perturbation("affine_kpnoise")
+    for i in range(10):
+        rng = P.sample_rng(0, "affine_kpnoise", "query", i)
+        mis = pert.draw(severity, rng, HW, 5)
+        rng = P.sample_rng(0, "affine_kpnoise", "query", i)
+        matrix = P.build_perturbation("affine").draw(severity, rng, HW, 5).matrix
+        noise = P.build_perturbation("kpnoise").draw(severity, rng, HW, 5).keypoint_noise
+        np.testing.assert_array_equal(mis.matrix, matrix)
+        np.testing.assert_array_equal(mis.keypoint_noise, noise)
+        assert not np.array_equal(mis.matrix, np.eye(3)) and mis.keypoint_noise.any()
+    assert pert.kind == "keypoints"  # skipped on sets without keypoints: it would be affine
+    assert pert.describe(0) == "none"
+    assert pert.describe(5) == (P.build_perturbation("affine").describe(5) + "; keypoints "
+                                + P.build_perturbation("kpnoise").describe(5))
+
+
+def test_affine_kpnoise_moves_the_image_and_then_the_keypoints_off_it(tmp_path) -> None:
+    """The drawn dot lands where the matrix puts the clean keypoint; the keypoint the model gets
+    is that place plus the noise (a detector's error on the misaligned image)."""
+    records = [dot_record(tmp_path, f"dot{i}", (96, 48), (18 + 3 * i, 40 + 4 * i)) for i in range(6)]
+    tf = Transform(128, 64, (0.0,) * 3, (1.0,) * 3)
+    ds = PerturbedDataset(ImageStore(records), tf, 1, P.build_perturbation("affine_kpnoise"), 3, seed=3)
+    clean = PerturbedDataset(ImageStore(records), tf, 1)
+    size = np.array([64, 128])
+    checked = 0
+    for i in range(len(records)):
+        mis = ds.misalignment(i)
+        item = ds[i]
+        moved = G.transform_points((clean[i]["keypoints"][0].numpy() * size)[None], mis.matrix)[0]
+        given = item["keypoints"][0].numpy()
+        np.testing.assert_allclose(given, moved / size + mis.keypoint_noise[0], atol=1e-5)
+        assert np.abs(given * size - moved).max() > 0.5  # off by the noise
+        if 3 < moved[0] < 61 and 3 < moved[1] < 125:
+            np.testing.assert_allclose(dot_centroid(item["image"]), moved, atol=0.4)
+            checked += 1
+    assert checked >= 3
 
 
 def test_bad_severity_and_names() -> None:
@@ -151,6 +193,9 @@ def test_parse_severities_and_names() -> None:
     assert P.parse_severities("1,3,5") == (0, 1, 3, 5)  # clean always included
     assert P.parse_severities("2-3,5") == (0, 2, 3, 5)
     assert P.parse_names(None) == ("scale", "rotate", "translate", "affine", "kpnoise")
+    assert P.parse_names("") == P.parse_names(None)  # the default set: single perturbations
+    assert P.parse_names("all") == ("scale", "rotate", "translate", "affine", "kpnoise", "affine_kpnoise")
+    assert P.parse_names("affine_kpnoise,kpnoise") == ("affine_kpnoise", "kpnoise")
     assert P.parse_names("rotate, scale,rotate") == ("rotate", "scale")
 
 

@@ -19,12 +19,21 @@ affine     random similarity: rotation U(-a, a), scale U(1-d, 1+d),    the a, d,
            shift U(-t, t) x (w, h) per axis (``random_similarity``)    same severity
 kpnoise    keypoints + N(0, s^2) per coordinate, in [0, 1] units   s:  .02  .04  .06  .08  .10
            (s of the width in x, of the height in y); image as is
+affine_    ``affine``, then keypoint noise as ``kpnoise``: the image   the a, d, t and s of the
+kpnoise    is misaligned and its landmarks are detected with an        same severity
+           error, as on a real low-quality image (opt-in: not in the
+           default set, see below)
 =========  ==========================================================  ===  ===  ===  ===  ===
 
 So at severity 5 faces are scaled to 0.6 or 1.4, turned by 40 degrees, shifted by a quarter of
 the image, or their landmarks are off by 10 % of the image (11 pixels at 112) per coordinate.
 Uncovered canvas is black (zero before normalisation). Keypoints are not clipped: a keypoint
 moved out of the image stays where the matrix puts it.
+
+The default set (``parse_names(None)``, what ``reidbench robustness`` and ``bench`` sweep without
+``--perturb``) is the five single perturbations, so that a mean over perturbations means the same
+in every record; ``--perturb all`` adds ``affine_kpnoise`` (and any plugin's perturbation whose
+class sets ``default = False``).
 
 Seeding: the draw of sample ``index`` comes from ``numpy.random.default_rng([seed, crc32(name),
 crc32(stream), index])`` and does not depend on the severity, batch order or model: every model
@@ -45,7 +54,8 @@ from reidbench.errors import ConfigError
 from reidbench.registry import PERTURBATIONS, load_builtins
 
 MAX_SEVERITY = 5
-ORDER = ("scale", "rotate", "translate", "affine", "kpnoise")  # reports list them in this order
+# reports list them in this order
+ORDER = ("scale", "rotate", "translate", "affine", "kpnoise", "affine_kpnoise")
 SEVERITIES = tuple(range(MAX_SEVERITY + 1))
 
 # magnitude per severity 0..5 (see the module docstring)
@@ -82,12 +92,15 @@ def check_severity(severity: int) -> int:
 class Perturbation:
     """Base class: ``draw`` one sample's misalignment at a severity; ``describe`` the level.
 
-    Subclasses set ``name``, ``kind`` ("geometric" or "keypoints") and implement ``_draw``,
+    Subclasses set ``name``, ``kind`` ("geometric"; "keypoints" when it needs keypoints to change
+    anything, or to differ from another perturbation, on a dataset without them), optionally
+    ``default`` (module docstring), and implement ``_draw``,
     which must consume the generator the same way at every severity.
     """
 
     name = ""
     kind = "geometric"
+    default = True  # in the default set of parse_names (False: only by name or "all")
 
     def draw(
         self, severity: int, rng: np.random.Generator, hw: tuple[int, int], num_keypoints: int = 0,
@@ -213,6 +226,29 @@ class KeypointNoise(Perturbation):
         return "none" if s == 0 else f"sigma {s:.0%} of size"
 
 
+@PERTURBATIONS.register("affine_kpnoise")
+class AffineKeypointNoise(Perturbation):
+    """``affine`` then ``kpnoise`` at the same severity: the keypoints move with the image and
+    then carry a detector's error. A landmark-aligned model undoes the misalignment only up to that
+    error; a model that ignores keypoints suffers the whole misalignment. Without keypoints it
+    would equal ``affine``, so it is skipped there (kind "keypoints")."""
+
+    name = "affine_kpnoise"
+    kind = "keypoints"
+    default = False
+
+    def _draw(self, severity: int, rng: np.random.Generator, hw: tuple[int, int], num_keypoints: int,
+              ) -> Misalignment:
+        matrix = Affine()._draw(severity, rng, hw, num_keypoints).matrix
+        noise = KeypointNoise()._draw(severity, rng, hw, num_keypoints).keypoint_noise
+        return Misalignment(matrix, noise)
+
+    def describe(self, severity: int) -> str:
+        if check_severity(severity) == 0:
+            return "none"
+        return f"{Affine().describe(severity)}; keypoints {KeypointNoise().describe(severity)}"
+
+
 def build_perturbation(name: str) -> Perturbation:
     """The registered perturbation ``name`` (a ReidbenchError lists the known ones)."""
     load_builtins()
@@ -228,13 +264,16 @@ def sample_rng(seed: int, name: str, stream: str, index: int) -> np.random.Gener
 
 
 def parse_names(text: str | None) -> tuple[str, ...]:
-    """``"scale,rotate"`` -> ("scale", "rotate"); None or "all" -> every registered perturbation.
+    """``"scale,rotate"`` -> ("scale", "rotate"); None or "" -> the default set (every registered
+    perturbation whose class has ``default``); "all" -> every registered perturbation.
 
     Unknown names raise the registry's one-line error.
     """
     load_builtins()
     if text is None or text.strip() in ("", "all"):
         known = PERTURBATIONS.names()
+        if text is None or not text.strip():
+            known = [n for n in known if getattr(PERTURBATIONS.get(n), "default", True)]
         return tuple(n for n in ORDER if n in known) + tuple(n for n in known if n not in ORDER)
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     for name in names:

@@ -76,10 +76,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def write_sensitivity(
     rows: list[dict[str, Any]], out_dir: Path, report_id: str, *, command: str = "",
-    overwrite: bool = False,
+    overwrite: bool = False, extends: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """``<out_dir>/<report_id>.json`` (rows + provenance) and ``.md``; an existing report is an
-    error unless ``overwrite``."""
+    error unless ``overwrite``. ``extends``: the meta of the record these rows extend (more
+    models): it is kept, and this write's provenance appended to its ``extended`` list."""
     check_report_id(report_id)
     paths = {"json": out_dir / f"{report_id}.json", "markdown": out_dir / f"{report_id}.md"}
     if not overwrite and any(p.exists() for p in paths.values()):
@@ -88,6 +89,8 @@ def write_sensitivity(
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"command": command, "git": git_commit(), "torch": torch.__version__,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if extends is not None:
+        meta = {**extends, "extended": [*extends.get("extended", []), meta]}
     atomic_write_json(paths["json"], {"meta": meta, "rows": rows})
     atomic_write_text(paths["markdown"], markdown(rows))
     return paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -155,45 +156,76 @@ def sweep_models(
     models_meta: list[dict[str, Any]] = []
     start_all = time.perf_counter()
     for src in sources:
-        start, cpu_start = time.perf_counter(), time.process_time()
         bar.set_postfix_str(src.cfg.model.name)
-        model = load_model(src, task.num_keypoints, dev)
-        extractor = Extractor(model, eval_transform(src.cfg), dev,
-                              batch_size or src.cfg.eval.batch_size, src.cfg.eval.flip)
-        clean, cells = sweep(extractor, task, spec, metric=src.cfg.eval.metric,
-                             max_rank=src.cfg.eval.max_rank, on_cell=lambda _: bar.update())
-        seconds[src.run_id] = time.perf_counter() - start
-        rows += cell_rows(
-            clean, cells, dataset=split.name, task=task.kind, model=src.cfg.model.name,
-            run_id=src.run_id, side=spec.side, seed=spec.seed,
-            describe=lambda name, s: build_perturbation(name).describe(s),
-        )
-        per_sample.update(per_sample_arrays(src.run_id, clean, cells))
-        log.info("%s (%s): clean %s; %d cells in %.1fs", src.cfg.model.name, src.run_id,
-                 ", ".join(f"{k} {v:.4f}" for k, v in clean.values.items() if v is not None),
-                 len(cells), seconds[src.run_id])
-        models_meta.append({
-            "model": src.cfg.model.name, "size": src.cfg.model.size, "run_id": src.run_id,
-            "checkpoint": str(src.checkpoint), "train_seconds": src.train_seconds,
-            "robustness_seconds": round(seconds[src.run_id], 2),
-            "robustness_cpu_seconds": round(time.process_time() - cpu_start, 2), "clean": clean.values,
-        })
+        part = sweep_source(src, task, spec, dev, split.name, batch_size, on_cell=lambda: bar.update())
+        rows += part.rows
+        per_sample.update(part.per_sample)
+        seconds[src.run_id] = part.meta["robustness_seconds"]
+        models_meta.append(part.meta)
     bar.close()
-    store, stream, index = task.example()  # the first query, or the second image of pair 0
-    examples = example_images(store, eval_transform(sources[0].cfg), task.num_keypoints, index,
-                              perturbations, spec.severities, spec.seed, stream)
     meta = {
         "command": command, "dataset": split.name, "task": task.kind, "side": spec.side,
         "seed": spec.seed, "severities": list(spec.severities),
-        "perturbations": {p: {str(s): build_perturbation(p).describe(s) for s in spec.severities}
-                          for p in perturbations},
+        "perturbations": describe_levels(perturbations, spec.severities),
         "skipped": skipped,
-        "models": models_meta, "device": str(dev), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "git": git_commit(),
+        "models": models_meta, **provenance(dev),
         "robustness_seconds": round(time.perf_counter() - start_all, 2),
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    paths = write_report(rows, out_dir, report_id, meta,
-                         examples_png(examples, f"{split.name}: what the models see"), per_sample)
+    paths = write_report(rows, out_dir, report_id, meta, examples_bytes(task, sources[0], spec, split.name),
+                         per_sample)
     log.info("wrote %s (%d rows), %s, %s", paths["csv"], len(rows), paths["markdown"], paths["plot"])
     return RobustnessResult(rows, paths, seconds)
+
+
+@dataclass(frozen=True)
+class SourceSweep:
+    """One model's sweep: its CSV rows, per-sample values and its entry of the report's meta."""
+
+    rows: list[Row]
+    per_sample: PerSample
+    meta: dict[str, Any]
+
+
+def sweep_source(src: ModelSource, task: Any, spec: SweepSpec, dev: torch.device, dataset: str,
+                 batch_size: int | None = None, on_cell: Callable[[], object] | None = None,
+                 ) -> SourceSweep:
+    """Evaluate one model clean and under ``spec`` (its perturbations must apply to ``task``)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model = load_model(src, task.num_keypoints, dev)
+    extractor = Extractor(model, eval_transform(src.cfg), dev, batch_size or src.cfg.eval.batch_size,
+                          src.cfg.eval.flip)
+    clean, cells = sweep(extractor, task, spec, metric=src.cfg.eval.metric, max_rank=src.cfg.eval.max_rank,
+                         on_cell=lambda _: on_cell() if on_cell else None)
+    seconds = time.perf_counter() - start
+    rows = cell_rows(clean, cells, dataset=dataset, task=task.kind, model=src.cfg.model.name,
+                     run_id=src.run_id, side=spec.side, seed=spec.seed,
+                     describe=lambda name, s: build_perturbation(name).describe(s))
+    log.info("%s (%s): clean %s; %d cells in %.1fs", src.cfg.model.name, src.run_id,
+             ", ".join(f"{k} {v:.4f}" for k, v in clean.values.items() if v is not None), len(cells), seconds)
+    meta = {
+        "model": src.cfg.model.name, "size": src.cfg.model.size, "run_id": src.run_id,
+        "checkpoint": str(src.checkpoint), "train_seconds": src.train_seconds,
+        "robustness_seconds": round(seconds, 2),
+        "robustness_cpu_seconds": round(time.process_time() - cpu_start, 2), "clean": clean.values,
+    }
+    return SourceSweep(rows, per_sample_arrays(src.run_id, clean, cells), meta)
+
+
+def describe_levels(perturbations: tuple[str, ...], severities: tuple[int, ...]) -> dict[str, dict[str, str]]:
+    """The report meta's ``perturbations``: each level's parameters in words."""
+    return {p: {str(s): build_perturbation(p).describe(s) for s in severities} for p in perturbations}
+
+
+def provenance(dev: torch.device) -> dict[str, Any]:
+    """Where and when a sweep ran (the report meta's device, versions, commit and time)."""
+    return {"device": str(dev), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "git": git_commit(), "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def examples_bytes(task: Any, src: ModelSource, spec: SweepSpec, dataset: str) -> bytes:
+    """The report's example grid: the first query (or the second image of pair 0) under every
+    perturbation of ``spec`` at every severity, as ``src``'s model sees it."""
+    store, stream, index = task.example()
+    examples = example_images(store, eval_transform(src.cfg), task.num_keypoints, index,
+                              spec.perturbations, spec.severities, spec.seed, stream)
+    return examples_png(examples, f"{dataset}: what the models see")

@@ -30,17 +30,19 @@ control-cls     folder:<control>   control + ``model.head=cls``                 
 ``--models`` keeps only the named models in every group, ``--models GROUP=MODEL,...`` (repeatable)
 in that group alone (a budget cut: the report lists, per group, the planned models that were
 left out, so a reader sees the comparison is partial).
-Then, per group and seed: the robustness sweep of its runs (``engine.sweep.sweep_models``:
-scale, rotate, translate, affine, kpnoise at severities 0-5, queries / second pair images
-perturbed) and the keypoint sensitivity of every run (``engine.sensitivity``: mean 1 - cos of the
+Then, per group and seed: the robustness sweep of its runs (``engine.sweep_extend.extend_sweep``:
+scale, rotate, translate, affine, kpnoise and affine_kpnoise (misalignment and landmark noise
+together) at severities 0-5, queries / second pair images perturbed; the control groups affine
+and kpnoise) and the keypoint sensitivity of every run (``engine.sensitivity``: mean 1 - cos of the
 embedding and the metric under kpnoise alone). Last, ``<out>/report.md`` and ``report.json``:
 per group and model the clean metric and each robustness score as mean and 95 % t-interval
 over seeds, the sensitivity, and KP-RPE's paired difference (per seed) to every other model.
 
 Resumable: run folders have fixed names (``<out>/runs/<group>-<model>-s<seed>``); a complete
 run is reused, an interrupted one (checkpoint, no metrics) is resumed, sweeps and sensitivity
-reports that exist are read back instead of recomputed. So the command can be stopped and
-started again, and the report regenerated from the records alone.
+reports that exist are read back instead of recomputed, and a model or perturbation added to a
+group later is evaluated alone and merged into its records (``extend_sweep``). So the command
+can be stopped and started again, and the report regenerated from the records alone.
 
 ``--tiny`` shrinks everything (1 seed, 1 epoch, 1 block of width 32, tiny data, two groups, two
 perturbations at severities 0 and 5) so a test can run the whole pipeline in a minute: its
@@ -67,7 +69,8 @@ from reidbench.engine.checkpoint import CHECKPOINT
 from reidbench.engine.run import check_resume, remove_unfinished, resume_config, run_experiment
 from reidbench.engine.sensitivity import sensitivity_rows, write_sensitivity
 from reidbench.engine.sources import ModelSource, source_from_run
-from reidbench.engine.sweep import shared_data_config, sweep_models
+from reidbench.engine.sweep import shared_data_config
+from reidbench.engine.sweep_extend import extend_sweep, missing_blocks
 from reidbench.errors import ReidbenchError
 from reidbench.evaluation.robustness import SweepSpec
 from reidbench.fileio import atomic_write_json, atomic_write_text
@@ -83,7 +86,10 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "reidbench" / "configs" / "e
 ENCODINGS = ("ape", "rpe", "irpe", "kprpe", "ape_aligned", "rope", "cpe", "nope")
 REFERENCE = "kprpe"  # the paired differences are REFERENCE minus each other model
 HEADLINE = {"reid": "mAP", "verification": "accuracy"}
-PERTURBATIONS = ("scale", "rotate", "translate", "affine", "kpnoise")
+# the five single perturbations ("mean" is over these, as in ``reidbench robustness``), then
+# misalignment with landmark noise together (what a poor image does to an aligner)
+SINGLE = ("scale", "rotate", "translate", "affine", "kpnoise")
+PERTURBATIONS = SINGLE
 # two-sided 95 % Student t quantiles by degrees of freedom (1-10); beyond: 1.96
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 # control-local: the identity mark's centre within +-12 px (1.5 patches of 8) of the centre of the
@@ -197,20 +203,26 @@ def run_group(group: Group, seed: int, out: Path, data_root: str | None, device:
     report_id = f"{group.name}-s{seed}"
     sweep_dir = out / "robustness"
     csv_path = report_paths(sweep_dir, report_id)["csv"]
-    if not csv_path.is_file():
-        spec = SweepSpec(group.perturbations, group.severities, "query", 0)
-        sweep_models(with_weights(), spec, sweep_dir, report_id=report_id, data_root=data_root, device=device,
-                     command="scripts/experiments/misalignment.py", overwrite=True)
+    recorded = read_csv(csv_path) if csv_path.is_file() else []
+    spec = SweepSpec(group.perturbations, group.severities, "query", 0)
+    skipped = read_json(csv_path.with_suffix(".json")).get("skipped", {}) if recorded else {}
+    wanted = tuple(p for p in group.perturbations if p not in skipped)  # e.g. kpnoise without keypoints
+    if not recorded or missing_blocks(recorded, [p.name for p in runs.values()], wanted):
+        extend_sweep(with_weights(), spec, sweep_dir, report_id=report_id, data_root=data_root, device=device,
+                     command="scripts/experiments/misalignment.py")
     rows = read_csv(csv_path)  # always the record: a resumed study reports exactly the same
-    sens_dir = out / "sensitivity"
-    sens_path = sens_dir / f"{report_id}.json"
-    if sens_path.is_file():
-        sens = read_json(sens_path)["rows"]
-    else:
+    sens_path = out / "sensitivity" / f"{report_id}.json"
+    record = read_json(sens_path) if sens_path.is_file() else None
+    sens = list(record["rows"]) if record else []
+    lacking = [m for m in group.models if runs[m].name not in {r["run_id"] for r in sens}]
+    if lacking:
         levels = tuple(s for s in group.severities if s > 0)
-        sens = sensitivity_rows(with_weights(), levels, data_root=data_root, device=device)
-        write_sensitivity(sens, sens_dir, report_id, command="scripts/experiments/misalignment.py",
-                          overwrite=True)
+        sens += sensitivity_rows([source_from_run(runs[m]) for m in lacking], levels, data_root=data_root,
+                                 device=device)
+        order = {runs[m].name: i for i, m in enumerate(group.models)}
+        sens.sort(key=lambda r: order.get(r["run_id"], len(order)))  # stable: severities stay
+        write_sensitivity(sens, sens_path.parent, report_id, command="scripts/experiments/misalignment.py",
+                          overwrite=True, extends=record["meta"] if record else None)
         sens = read_json(sens_path)["rows"]
     params = {m: int(read_json(p / METRICS)["params"]) for m, p in runs.items()}
     return {"runs": {m: p.name for m, p in runs.items()}, "params": params, "robustness": rows,
@@ -285,7 +297,8 @@ def interval(values: list[float]) -> dict[str, Any]:
 def scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{run id: {"clean": headline value, perturbation: robustness score, "top:" + perturbation:
     headline value at that perturbation's top severity}}, with "mean" and "top:mean" over the
-    perturbations. The score is the mean over severities > 0 of perturbed / clean headline
+    single perturbations (SINGLE; not affine_kpnoise, which combines two of them). The score is
+    the mean over severities > 0 of perturbed / clean headline
     metric (as ``reidbench robustness``); the top-severity value is absolute, what a user gets
     when alignment fails worst (a model can keep its ratio by being bad on clean images too)."""
     out: dict[str, dict[str, Any]] = {}
@@ -303,11 +316,13 @@ def scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for entry in out.values():
         ratios, top = entry.pop("ratios"), entry.pop("top")
         entry.update({p: sum(v) / len(v) for p, v in ratios.items()})
-        if ratios:
-            entry["mean"] = sum(entry[p] for p in ratios) / len(ratios)
+        single = [p for p in ratios if p in SINGLE]
+        if single:
+            entry["mean"] = sum(entry[p] for p in single) / len(single)
         entry.update({f"top:{p}": value for p, (_, value) in top.items()})
-        if top:
-            entry["top:mean"] = sum(value for _, value in top.values()) / len(top)
+        single = [p for p in top if p in SINGLE]
+        if single:
+            entry["top:mean"] = sum(top[p][1] for p in single) / len(single)
     return out
 
 
@@ -411,12 +426,24 @@ def absolute_section(g: dict[str, Any], perts: list[str]) -> list[str]:
         lines += _ci_rows(paired, keys, signed=True)
         lines.append("")
         for model, cols in paired.items():
-            for p in ("kpnoise", "mean"):
+            for p in ("kpnoise", "affine_kpnoise", "mean"):
                 if f"top:{p}" in cols:
-                    what = "under keypoint noise" if p == "kpnoise" else "mean over perturbations"
+                    what = {"kpnoise": "under keypoint noise",
+                            "affine_kpnoise": "under misalignment with keypoint noise",
+                            "mean": "mean over the single perturbations" if "affine_kpnoise" in perts
+                            else "mean over perturbations"}[p]
                     lines.append(f"- vs {model}, headline metric at the top severity, {what}: "
                                  f"{_ci(cols[f'top:{p}'], True)}: {verdict(cols[f'top:{p}'])}.")
     return lines
+
+
+def combined_note(summary: dict[str, Any]) -> str:
+    """What affine_kpnoise and "mean" are, where a group reports affine_kpnoise."""
+    if not any("affine_kpnoise" in m for g in summary.values() for m in g["models"].values()):
+        return ""
+    return ("affine_kpnoise: the affine misalignment and the keypoint noise of the same severity at "
+            "once (keypoints moved with the image, then off by a detector's error); mean: over the "
+            "five single perturbations (scale, rotate, translate, affine, kpnoise). ")
 
 
 def markdown(summary: dict[str, Any], command: str) -> str:
@@ -426,7 +453,8 @@ def markdown(summary: dict[str, Any], command: str) -> str:
              "Intervals: 95 % Student t over training seeds (they do not include the evaluation "
              "noise of each seed's sweep; see the per-seed reports in robustness/).",
              "Robustness score: mean over severities 1-5 of perturbed / clean headline metric "
-             "(mAP for re-ID, 10-fold accuracy for faces). kp sensitivity: mean 1 - cos of the "
+             "(mAP for re-ID, 10-fold accuracy for faces). " + combined_note(summary)
+             + "kp sensitivity: mean 1 - cos of the "
              "embedding under keypoint noise alone at the top severity (0 = keypoints unused). "
              "params: trainable parameters as recorded in each run's metrics.json (the flatten "
              "head's Linear(N * D -> D) makes those models larger than their CLS twins: a "
