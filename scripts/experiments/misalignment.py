@@ -89,7 +89,7 @@ HEADLINE = {"reid": "mAP", "verification": "accuracy"}
 # the five single perturbations ("mean" is over these, as in ``reidbench robustness``), then
 # misalignment with landmark noise together (what a poor image does to an aligner)
 SINGLE = ("scale", "rotate", "translate", "affine", "kpnoise")
-PERTURBATIONS = SINGLE
+PERTURBATIONS = (*SINGLE, "affine_kpnoise")
 # two-sided 95 % Student t quantiles by degrees of freedom (1-10); beyond: 1.96
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 # control-local: the identity mark's centre within +-12 px (1.5 patches of 8) of the centre of the
