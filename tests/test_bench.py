@@ -95,7 +95,8 @@ def test_robustness_from_a_checkpoint_file(bench: tuple[Path, Path], tmp_path: P
 
 @pytest.mark.parametrize("args,needle", [
     (["--model", "ape", "--dataset", "synthetic-reid", "--perturb", "blur"],
-     "unknown perturbation 'blur'; expected one of: affine, affine_kpnoise, kpnoise, rotate, scale, translate"),
+     "unknown perturbation 'blur'; expected one of: affine, affine_kpnoise, kpnoise, rotate, scale, "
+     "translate"),
     (["--model", "ape", "--dataset", "synthetic-reid", "--severities", "0-9"],
      "severity must be an integer in 0..5"),
     (["--model", "rpe", "--dataset", "synthetic-reid"], "no complete rpe run on synthetic-reid"),
