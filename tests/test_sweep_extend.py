@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from reidbench import cli
+from reidbench.engine import sweep as sweep_module
 from reidbench.engine.sources import ModelSource, source_from_run
 from reidbench.engine.sweep import sweep_models
 from reidbench.engine.sweep_extend import extend_sweep, merge_rows, missing_blocks
@@ -69,6 +70,23 @@ def test_extension_equals_a_full_sweep_and_keeps_the_recorded_rows(runs, tmp_pat
     stamp = {p: p.stat().st_mtime_ns for p in paths.values() if p.exists()}
     again = extend_sweep([ape, kprpe], spec("affine"), tmp_path, report_id="r", data_root=str(data))
     assert again.seconds == {} and {p: p.stat().st_mtime_ns for p in stamp} == stamp
+
+
+def test_without_a_record_it_is_a_sweep_that_builds_the_dataset_once(
+        runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sources, data = runs
+    built: list[str] = []
+    real = sweep_module.build_dataset
+
+    def counting(cfg):
+        built.append(cfg.name)
+        return real(cfg)
+
+    monkeypatch.setattr(sweep_module, "build_dataset", counting)
+    result = extend_sweep(sources[:1], spec("affine"), tmp_path / "new", report_id="r", data_root=str(data))
+    assert built == ["synthetic-reid"]
+    whole = sweep_models(sources[:1], spec("affine"), tmp_path / "whole", report_id="r", data_root=str(data))
+    assert result.rows == whole.rows and "extended" not in json.loads(result.paths["meta"].read_text())
 
 
 def test_a_record_whose_clean_metric_does_not_reproduce_is_not_extended(runs, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from reidbench.config import DataConfig
 from reidbench.data.perturb import build_perturbation
+from reidbench.datasets.base import Split
 from reidbench.datasets.catalog import build_dataset
 from reidbench.engine import progress
 from reidbench.engine.sources import ModelSource, load_model
@@ -126,12 +127,29 @@ def sweep_models(
     An existing report of that id is an error checked before anything is evaluated, unless
     ``overwrite`` (``reidbench bench`` regenerates its own report; ``robustness --overwrite``).
     """
+    data_cfg, split = sweep_dataset(sources, report_id, data_root)
+    return sweep_split(sources, spec, out_dir, data_cfg, split, report_id=report_id, device=device,
+                       batch_size=batch_size, command=command, overwrite=overwrite)
+
+
+def sweep_dataset(sources: list[ModelSource], report_id: str | None = None,
+                  data_root: str | None = None) -> tuple[DataConfig, Split]:
+    """The checks every sweep starts with (some model, a valid ``report_id``) and the dataset
+    all ``sources`` are evaluated on, built once (``sweep_models``, ``extend_sweep``)."""
     if not sources:
         raise ConfigError("no models to evaluate")
     if report_id is not None:
         check_report_id(report_id)
     data_cfg = shared_data_config(sources, data_root)
-    split = build_dataset(data_cfg)
+    return data_cfg, build_dataset(data_cfg)
+
+
+def sweep_split(
+    sources: list[ModelSource], spec: SweepSpec, out_dir: Path, data_cfg: DataConfig, split: Split, *,
+    report_id: str | None = None, device: str = "auto", batch_size: int | None = None, command: str = "",
+    overwrite: bool = False,
+) -> RobustnessResult:
+    """``sweep_models`` on the dataset ``sweep_dataset`` built (``data_cfg``, ``split``)."""
     task = task_for(split)
     perturbations = applicable(spec.perturbations, task.num_keypoints)
     skipped = skipped_perturbations(spec.perturbations, task.num_keypoints, data_cfg.name, data_cfg.root)

@@ -19,21 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from reidbench.data.perturb import ORDER
-from reidbench.datasets.catalog import build_dataset
 from reidbench.engine.sources import ModelSource
 from reidbench.engine.sweep import (
     RobustnessResult,
-    check_report_id,
     describe_levels,
     examples_bytes,
     provenance,
     report_id_for,
-    shared_data_config,
-    sweep_models,
+    sweep_dataset,
     sweep_source,
+    sweep_split,
 )
 from reidbench.engine.trainer import select_device
-from reidbench.errors import ConfigError, ReidbenchError
+from reidbench.errors import ReidbenchError
 from reidbench.evaluation.robustness import SweepSpec, applicable
 from reidbench.evaluation.tasks import task_for
 from reidbench.reporting.robustness import (
@@ -116,17 +114,12 @@ def extend_sweep(
     """Make ``out_dir/<report_id>`` cover every source under every perturbation of ``spec``:
     a new report if there is none, else the recorded one extended (module docstring). The
     default ``report_id`` is ``sweep_models``' (``<dataset>-<side>``)."""
-    if not sources:
-        raise ConfigError("no models to evaluate")
-    if report_id is not None:
-        check_report_id(report_id)
-    data_cfg = shared_data_config(sources, data_root)
-    split = build_dataset(data_cfg)
+    data_cfg, split = sweep_dataset(sources, report_id, data_root)
     report_id = report_id or report_id_for(split.name, spec.side)
     paths = report_paths(out_dir, report_id)
     if not paths["csv"].is_file():
-        return sweep_models(sources, spec, out_dir, report_id=report_id, data_root=data_root, device=device,
-                            batch_size=batch_size, command=command)
+        return sweep_split(sources, spec, out_dir, data_cfg, split, report_id=report_id, device=device,
+                           batch_size=batch_size, command=command)
     recorded = read_csv(paths["csv"])
     if not recorded:
         raise ReidbenchError(f"{paths['csv']} has no rows")
