@@ -468,16 +468,17 @@ def markdown(summary: dict[str, Any], command: str) -> str:
                   "The same difference under each recipe (head, augmentation; the model size is "
                   "another --size and --out): a choice matters where the intervals part.", "",
                   "| group | dataset | KP-RPE params | clean | mean robustness score | "
-                  "kpnoise score | KP-RPE kp sensitivity |", "|---|---|---|---|---|---|---|"]
+                  "kpnoise score | affine_kpnoise score | KP-RPE kp sensitivity |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, g in choices:
             diff = g[f"{REFERENCE}_minus"]["irpe"]
             sens = g["models"].get(REFERENCE, {}).get("kp_sensitivity")
             idle = unlearned(g, (REFERENCE, "irpe"))
             note = f" ({' and '.join(idle)} at chance: not comparable)" if idle else ""
             lines.append(f"| {name}{note} | {g['dataset']} | {g['params'].get(REFERENCE, '-')} | "
-                         f"{_ci(diff.get('clean'), True)} | "
-                         f"{_ci(diff.get('mean'), True)} | {_ci(diff.get('kpnoise'), True)} | "
-                         f"{'-' if not sens else format(sens['mean'], '.3g')} |")
+                         + " | ".join(_ci(diff.get(c), True)
+                                      for c in ("clean", "mean", "kpnoise", "affine_kpnoise"))
+                         + f" | {'-' if not sens else format(sens['mean'], '.3g')} |")
         lines.append("")
     for name, g in summary.items():
         extra = f", {', '.join(g['overrides'])}" if g["overrides"] else ""
