@@ -253,6 +253,16 @@ def test_models_option_keeps_the_named_models_and_the_report_names_the_rest(tmp_
     assert "Planned but not run" not in mis.markdown(summary, "cmd")
 
 
+def test_each_group_names_its_head_once(tmp_path: Path) -> None:
+    """The report prints a group's overrides in its title: each group names one head (the
+    *-cls groups CLS, the others the authors' flattened head), never both."""
+    mis = script("misalignment")
+    for tiny in (False, True):
+        for g in mis.plan(tmp_path / "kc", "nano", tiny=tiny):
+            heads = [o for o in g.overrides if o.startswith("model.head=")]
+            assert heads == (["model.head=cls"] if g.name.endswith("-cls") else ["model.head=flatten"]), g
+
+
 def test_report_compares_absolute_metrics_at_the_top_severity() -> None:
     """A model can keep its robustness ratio by being bad on clean images too: the report also
     gives the headline metric at the top severity and KP-RPE minus each model there, with a

@@ -15,15 +15,15 @@ group           dataset            recipe                                       
 faces-main      synthetic-faces    experiments/misalignment-faces.yaml (the        every encoding
                                    authors' augmentation) + model.head=flatten
 reid-main       synthetic-reid     experiments/misalignment-reid.yaml (same)       every encoding
-faces-cls       synthetic-faces    main + ``model.head=cls``                       irpe, kprpe
-reid-cls        synthetic-reid     main + ``model.head=cls``                       irpe, kprpe
+faces-cls       synthetic-faces    main with ``model.head=cls`` (not flatten)      irpe, kprpe
+reid-cls        synthetic-reid     main with ``model.head=cls`` (not flatten)      irpe, kprpe
 faces-noaug     synthetic-faces    main + ``data.augment=none`` (preset flip/pad)  irpe, kprpe
 reid-noaug      synthetic-reid     main + ``data.augment=none``                    irpe, kprpe
 control         folder:<control>   experiments/misalignment-control.yaml + flatten ape, irpe, kprpe,
                                    (reidbench/synthetic/keypoint_control.py)        ape_aligned
 control-local   folder:<control>-  control, identity mark within 12 px of the      ape, irpe, kprpe,
                 local              centre (the face-like case)                     ape_aligned
-control-cls     folder:<control>   control + ``model.head=cls``                    kprpe
+control-cls     folder:<control>   control with ``model.head=cls``                 kprpe
 ==============  =================  ==============================================  ===========
 
 "every encoding": ape, rpe, irpe, kprpe, ape_aligned, and rope, cpe, nope when registered.
@@ -118,7 +118,8 @@ def plan(control_root: Path, size: str, tiny: bool) -> list[Group]:
     """The study's groups (module docstring); ``tiny`` keeps two small ones."""
     load_builtins()
     every = tuple(m for m in ENCODINGS if m in MODELS)
-    base = (f"model.size={size}", "model.head=flatten")  # the authors' head; *-cls groups: CLS
+    sized = (f"model.size={size}",)
+    base, cls = sized + ("model.head=flatten",), sized + ("model.head=cls",)  # the authors' head; CLS
     faces, reid, control = (EXPERIMENTS / f"misalignment-{n}.yaml" for n in ("faces", "reid", "control"))
     control_ds = f"folder:{control_root}"
     local_ds = f"folder:{control_root.with_name(control_root.name + '-local')}"
@@ -134,16 +135,15 @@ def plan(control_root: Path, size: str, tiny: bool) -> list[Group]:
     return [
         Group("faces-main", "synthetic-faces", faces, base, every),
         Group("reid-main", "synthetic-reid", reid, base, every),
-        Group("faces-cls", "synthetic-faces", faces, base + ("model.head=cls",), ("irpe", "kprpe")),
-        Group("reid-cls", "synthetic-reid", reid, base + ("model.head=cls",), ("irpe", "kprpe")),
+        Group("faces-cls", "synthetic-faces", faces, cls, ("irpe", "kprpe")),
+        Group("reid-cls", "synthetic-reid", reid, cls, ("irpe", "kprpe")),
         Group("faces-noaug", "synthetic-faces", faces, base + ("data.augment=none",), ("irpe", "kprpe")),
         Group("reid-noaug", "synthetic-reid", reid, base + ("data.augment=none",), ("irpe", "kprpe")),
         Group("control", control_ds, control, base, ("ape", "irpe", "kprpe", "ape_aligned"),
               ("affine", "kpnoise")),
         Group("control-local", local_ds, control, base, ("ape", "irpe", "kprpe", "ape_aligned"),
               ("affine", "kpnoise"), spread=LOCAL_SPREAD),
-        Group("control-cls", control_ds, control, base + ("model.head=cls",), ("kprpe",),
-              ("affine", "kpnoise")),
+        Group("control-cls", control_ds, control, cls, ("kprpe",), ("affine", "kpnoise")),
     ]
 
 
