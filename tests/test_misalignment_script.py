@@ -24,6 +24,9 @@ from reidbench.registry import load_builtins
 from reidbench.reporting.records import read_run_config
 from reidbench.synthetic.keypoint_control import generate_keypoint_control, render
 
+# each committed study report: the nano study and a larger size in its own folder
+STUDY_FOLDERS = sorted(r.parent for r in REPO.glob("results/misalignment*/report.json"))
+
 
 def script(name: str) -> ModuleType:
     """Import scripts/experiments/<name>.py (registered in sys.modules: it defines dataclasses)."""
@@ -81,8 +84,7 @@ def test_tiny_study_runs_end_to_end_and_resumes_from_its_records(
         mis.train_one(other, run)
 
 
-@pytest.mark.parametrize("committed", sorted((REPO / "results").glob("misalignment*/report.json")),
-                         ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("committed", STUDY_FOLDERS, ids=lambda d: d.name)
 def test_the_committed_report_is_what_its_records_regenerate(
     committed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -90,7 +92,6 @@ def test_the_committed_report_is_what_its_records_regenerate(
     rebuilt from the committed records alone (no checkpoints; nothing trained, swept or measured
     again) with the command the report names."""
     mis = script("misalignment")
-    committed = committed.parent
     report = json.loads((committed / "report.json").read_text(encoding="utf-8"))
     out = tmp_path / "misalignment"
     shutil.copytree(committed, out)
