@@ -224,9 +224,10 @@ def test_models_option_keeps_the_named_models_and_the_report_names_the_rest(tmp_
     assert by_name["faces-main"].models == ("kprpe", "ape_aligned")
     planned = set(mis.ENCODINGS) - {"kprpe", "ape_aligned"}
     assert set(by_name["faces-main"].skipped) == planned
-    assert by_name["faces-cls"].models == ("kprpe",) and by_name["faces-cls"].skipped == ("irpe",)
+    assert by_name["faces-cls"].models == ("kprpe", "ape_aligned")
+    assert by_name["faces-cls"].skipped == ("irpe",)
     assert by_name["control-cls"].skipped == ()
-    assert [g.name for g in mis.keep_models(groups, {None: {"ape_aligned"}})] == [
+    assert [g.name for g in mis.keep_models(groups, {None: {"ape", "rpe"}})] == [
         "faces-main", "reid-main", "control", "control-local"]  # groups left empty are dropped
     chosen = mis.parse_models(["ape,irpe,kprpe,ape_aligned", "reid-main=kprpe, ape_aligned"])
     assert chosen == {None: {"ape", "irpe", "kprpe", "ape_aligned"}, "reid-main": {"kprpe", "ape_aligned"}}

@@ -15,8 +15,10 @@ group           dataset            recipe                                       
 faces-main      synthetic-faces    experiments/misalignment-faces.yaml (the        every encoding
                                    authors' augmentation) + model.head=flatten
 reid-main       synthetic-reid     experiments/misalignment-reid.yaml (same)       every encoding
-faces-cls       synthetic-faces    main with ``model.head=cls`` (not flatten)      irpe, kprpe
-reid-cls        synthetic-reid     main with ``model.head=cls`` (not flatten)      irpe, kprpe
+faces-cls       synthetic-faces    main with ``model.head=cls`` (not flatten)      irpe, kprpe,
+                                                                                   ape_aligned
+reid-cls        synthetic-reid     main with ``model.head=cls`` (not flatten)      irpe, kprpe,
+                                                                                   ape_aligned
 faces-noaug     synthetic-faces    main + ``data.augment=none`` (preset flip/pad)  irpe, kprpe
 reid-noaug      synthetic-reid     main + ``data.augment=none``                    irpe, kprpe
 control         folder:<control>   experiments/misalignment-control.yaml + flatten ape, irpe, kprpe,
@@ -135,8 +137,8 @@ def plan(control_root: Path, size: str, tiny: bool) -> list[Group]:
     return [
         Group("faces-main", "synthetic-faces", faces, base, every),
         Group("reid-main", "synthetic-reid", reid, base, every),
-        Group("faces-cls", "synthetic-faces", faces, cls, ("irpe", "kprpe")),
-        Group("reid-cls", "synthetic-reid", reid, cls, ("irpe", "kprpe")),
+        Group("faces-cls", "synthetic-faces", faces, cls, ("irpe", "kprpe", "ape_aligned")),
+        Group("reid-cls", "synthetic-reid", reid, cls, ("irpe", "kprpe", "ape_aligned")),
         Group("faces-noaug", "synthetic-faces", faces, base + ("data.augment=none",), ("irpe", "kprpe")),
         Group("reid-noaug", "synthetic-reid", reid, base + ("data.augment=none",), ("irpe", "kprpe")),
         Group("control", control_ds, control, base, ("ape", "irpe", "kprpe", "ape_aligned"),
